@@ -1,0 +1,125 @@
+"""Layers → a checked ``Spec`` (validate) → a resolved, locked run (compile).
+
+:func:`check_layers` and :func:`compile_run` are pure: they read only the layers, the input
+facts and the host facts given to them. :func:`validate_spec` and :func:`compile_spec` are the
+I/O wrappers the command line uses: they read spec files, the environment, data headers and
+the host. ``validate`` never opens data files or bundles; ``compile`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Final
+
+from attrs import frozen
+
+from ptycho_spec.errors import Origin, SpecError, SpecIssue
+from ptycho_spec.facts import HostFacts, InputFacts, read_host, read_inputs
+from ptycho_spec.load import Layer, load_layers
+from ptycho_spec.lock import Inputs, Lock, make_lock
+from ptycho_spec.merge import Merged, merge
+from ptycho_spec.resolve import Resolution, absolute_paths, input_paths, resolve
+from ptycho_spec.rules import Context, Finding, check, dedupe
+from ptycho_spec.schema import Resolved, Spec
+from ptycho_spec.tree import KeyPath, dotted
+from ptycho_spec.validate import build_spec, sort_issues
+
+
+@frozen
+class Checked:
+    """A valid spec, the merged layers it came from, and the warnings found on the way."""
+
+    spec: Spec
+    merged: Merged
+    warnings: tuple[SpecIssue, ...] = ()
+
+
+def check_layers(layers: Sequence[Layer], host: HostFacts) -> Checked:
+    """Merge, structure and check layers without data; ``SpecError`` lists every problem."""
+    merged = merge(layers)
+    spec = build_spec(merged)
+    ctx = Context(origin=merged.locate, explicit=merged.explicit, installed=host.installed)
+    findings = check(spec, ctx)
+    _raise_errors(findings)
+    layer_warnings = [w for layer in layers for w in layer.warnings]
+    return Checked(spec=spec, merged=merged, warnings=_warnings(layer_warnings, findings))
+
+
+def compile_run(layers: Sequence[Layer], facts: InputFacts, host: HostFacts) -> Lock:
+    """Resolve layers against input and host facts into a lock (warnings ride along)."""
+    checked = check_layers(layers, host)
+    resolution = resolve(checked.spec, checked.merged, facts, host)
+    findings = list(resolution.findings)
+    if resolution.resolved is not None:
+        findings += check(as_spec(resolution.resolved), _resolved_context(checked.merged, resolution, host))
+    findings = dedupe(findings)
+    _raise_errors(findings)
+    assert resolution.resolved is not None  # noqa: S101 - no errors means it resolved
+    inputs = Inputs(
+        specs=tuple(layer.file for layer in layers if layer.file is not None),
+        data=tuple(f.input for f in facts.files),
+    )
+    warnings = _warnings(list(checked.warnings), findings)
+    return make_lock(resolution.resolved, resolution.provenance, inputs, host.environment, warnings)
+
+
+def as_spec(resolved: Resolved) -> Spec:
+    """A resolved run in the shape of a spec (for the rules, and for turning locks into specs)."""
+    c = resolved.canonical
+    return Spec(run=c.run, data=c.data, model=c.model, training=c.training, inference=c.inference, execution=resolved.execution)
+
+
+def _resolved_context(merged: Merged, resolution: Resolution, host: HostFacts) -> Context:
+    def origin(path: KeyPath) -> Origin | None:
+        return resolution.provenance.get(dotted(path)) or merged.locate(path)
+
+    return Context(origin=origin, explicit=merged.explicit, installed=host.installed)
+
+
+def _raise_errors(findings: Sequence[Finding]) -> None:
+    errors = [f.issue for f in findings if not f.warning]
+    if errors:
+        raise SpecError(sort_issues(errors))
+
+
+def _warnings(earlier: list[SpecIssue], findings: Sequence[Finding]) -> tuple[SpecIssue, ...]:
+    return tuple(sort_issues([*earlier, *(f.issue for f in findings if f.warning)]))
+
+
+# --- the I/O wrappers -------------------------------------------------------------------------
+
+
+def validate_spec(path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Checked:
+    """Check a spec file with its bases, environment and ``--set`` layers; opens no data."""
+    environ = os.environ if environ is None else environ
+    return check_layers(load_layers(path, sets, environ), read_host(environ, full=False))
+
+
+def compile_spec(path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Lock:
+    """Compile a spec file against its data and this host."""
+    environ = os.environ if environ is None else environ
+    layers = load_layers(path, sets, environ)
+    host = read_host(environ)
+    checked = check_layers(layers, host)
+    spec = absolute_paths(checked.spec, checked.merged, host.cwd)
+    _check_files_exist(spec, checked.merged)
+    return compile_run(layers, read_inputs(input_paths(spec)), host)
+
+
+_ROLE_KEYS: Final = MappingProxyType({
+    "train": "data.train_file", "test": "data.test_file", "probe": "data.simulate.probe", "bundle": "inference.bundle",
+})
+
+
+def _check_files_exist(spec: Spec, merged: Merged) -> None:
+    """A missing input file is a spec mistake, reported at the line that names it."""
+    wanted = input_paths(spec)
+    issues = [
+        SpecIssue(_ROLE_KEYS[role], f"no such file: {path}", merged.locate(tuple(_ROLE_KEYS[role].split("."))))
+        for role, path in wanted.paths.items()
+        if not os.path.isfile(path)
+    ]
+    if issues:
+        raise SpecError(sort_issues(issues))

@@ -1,0 +1,427 @@
+"""The compiler's I/O edge: facts about input files and the compiling host, read without torch.
+
+* :func:`read_inputs` reads what the compiler needs from the data a spec names (array keys,
+  shapes and dtypes, probe side, pattern count, measurement kind, photon statistics, hashes);
+  one reader per ``data.source``.
+* :func:`read_host` reads the host: accelerator and device count (from torch's ``version.py``
+  text and the NVIDIA device nodes, never by importing torch), terminal, optional packages,
+  library versions and the git state of this package's checkout.
+
+Broken input files raise ``DataError`` (exit 4) naming the file and key.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import attrs
+from attrs import frozen
+
+from ptycho_spec.errors import DataError, LockError, SpecError, SpecIssue
+from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock, loads_lock
+
+DIFFRACTION_KEYS: Final = ("diff3d", "diffraction")
+OPTIONAL_PACKAGES: Final = ("tensorboard", "mlflow")
+BUNDLE_LOCK: Final = "lock.toml"
+MAX_BUNDLE_LOCK_BYTES: Final = 4 * 1024 * 1024  # a lock is a few kB; refuse zip bombs
+_CHUNK: Final = 1 << 20
+
+
+@frozen(kw_only=True)
+class ScanFacts:
+    """What the compiler needs to know of one diffraction file.
+
+    ``measurement`` is ``"counts"`` for integer dtypes or float data whose values are all
+    non-negative whole numbers with a maximum above 1, else ``"amplitude"``. ``mean_counts``
+    (counts data only) is the mean over patterns of the summed counts, in photons.
+    """
+
+    n_patterns: int
+    measurement: str
+    mean_counts: float | None = None
+    nphotons: float | None = None  # an ``nphotons`` array stored in the file
+    has_object: bool = False  # holds ``objectGuess`` (ground truth)
+
+
+@frozen(kw_only=True)
+class DataFile:
+    """One input file: its lock entry, probe side (px) if it holds a probe, scan facts if any."""
+
+    input: DataInput
+    probe_side: int | None = None
+    scan: ScanFacts | None = None
+
+
+@frozen(kw_only=True)
+class InputFacts:
+    """Everything read from the input files of one spec."""
+
+    files: tuple[DataFile, ...] = ()
+    bundle: Lock | None = None  # the lock inside inference.bundle
+
+    def get(self, role: str) -> DataFile | None:
+        """The file with this role (``train``, ``test``, ``probe``, ``bundle``), if any."""
+        return next((f for f in self.files if f.input.role == role), None)
+
+
+@frozen(kw_only=True)
+class InputPaths:
+    """Absolute paths of the files a spec names, by role, and its ``data.source``."""
+
+    source: str | None
+    paths: Mapping[str, str]
+
+
+def read_inputs(wanted: InputPaths) -> InputFacts:
+    """Read every file of ``wanted`` with the reader of its data source."""
+    reader = _READERS.get(wanted.source or "", _read_nothing)
+    files = reader(wanted.paths)
+    bundle_path = wanted.paths.get("bundle")
+    if bundle_path is None:
+        return InputFacts(files=files)
+    bundle, entry = read_bundle(bundle_path)
+    return InputFacts(files=(*files, entry), bundle=bundle)
+
+
+def _read_nothing(_paths: Mapping[str, str]) -> tuple[DataFile, ...]:
+    return ()
+
+
+def _read_npz_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
+    return tuple(read_scan_npz(paths[role], role) for role in ("train", "test") if role in paths)
+
+
+def _read_simulate_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
+    return (read_probe_npz(paths["probe"]),) if "probe" in paths else ()
+
+
+def _read_ptychodus_source(_paths: Mapping[str, str]) -> tuple[DataFile, ...]:
+    raise SpecError(
+        [SpecIssue(path="data.source", message='data.source = "ptychodus" is provided by the interop module')]
+    )
+
+
+_READERS: Final[Mapping[str, Callable[[Mapping[str, str]], tuple[DataFile, ...]]]] = {
+    "npz": _read_npz_source,
+    "simulate": _read_simulate_source,
+    "ptychodus": _read_ptychodus_source,
+}
+
+
+# --- NPZ files --------------------------------------------------------------------------------
+
+
+def read_scan_npz(path: str, role: str) -> DataFile:
+    """Facts of a diffraction NPZ in the PtychoPINN data contract."""
+    arrays = npz_arrays(path)
+    dkey = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
+    if dkey is None:
+        raise DataError("no diffraction array (diff3d or diffraction)", path=path, key="diff3d")
+    side = _probe_side(path, arrays)
+    n_patterns = _check_diffraction_shape(path, dkey, arrays[dkey], side)
+    for key in ("xcoords", "ycoords"):
+        _check_coords(path, key, arrays, n_patterns)
+    with _open_npz(path) as npz:
+        scan = _scan_facts(path, npz, dkey, has_object="objectGuess" in arrays)
+        _check_finite(path, "probeGuess", npz["probeGuess"])
+    return DataFile(input=_data_input(path, role, arrays), probe_side=side, scan=scan)
+
+
+def read_probe_npz(path: str) -> DataFile:
+    """Facts of an NPZ that provides a probe (``probeGuess``) for simulation."""
+    arrays = npz_arrays(path)
+    side = _probe_side(path, arrays)
+    with _open_npz(path) as npz:
+        _check_finite(path, "probeGuess", npz["probeGuess"])
+    return DataFile(input=_data_input(path, "probe", arrays), probe_side=side)
+
+
+def _data_input(path: str, role: str, arrays: Mapping[str, ArrayInfo]) -> DataInput:
+    sha, size = file_digest(path)
+    return DataInput(role=role, path=path, sha256=sha, size=size, arrays=dict(sorted(arrays.items())))
+
+
+def npz_arrays(path: str) -> dict[str, ArrayInfo]:
+    """Key → shape and dtype of every array, read from the ``.npy`` headers only."""
+    import numpy as np  # noqa: PLC0415 - numpy is only needed when data is read
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {_member_key(i.filename): _npy_header(np, archive, i) for i in archive.infolist()}
+    except FileNotFoundError:
+        raise DataError("no such file", path=path) from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"not a readable NPZ archive ({exc})", path=path) from None
+
+
+def _member_key(name: str) -> str:
+    return name[:-4] if name.endswith(".npy") else name
+
+
+def _npy_header(np: Any, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayInfo:
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = reader(member)
+    if dtype.hasobject:
+        msg = f"{_member_key(info.filename)}: object arrays are not allowed (they need pickle)"
+        raise ValueError(msg)
+    return ArrayInfo(shape=tuple(int(n) for n in shape), dtype=str(dtype))
+
+
+def _open_npz(path: str) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    return np.load(path, allow_pickle=False)
+
+
+def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
+    """Side of a square ``probeGuess``: ``(N, N)``, ``(N, N, 1)`` or ``(1, N, N)``."""
+    info = arrays.get("probeGuess")
+    if info is None:
+        raise DataError("no probeGuess array", path=path, key="probeGuess")
+    shape = info.shape
+    if len(shape) == 3 and 1 in (shape[0], shape[2]):
+        shape = shape[1:] if shape[0] == 1 else shape[:2]
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
+        raise DataError(f"probeGuess must be square (N, N), got shape {info.shape}", path=path, key="probeGuess")
+    return shape[0]
+
+
+def _check_diffraction_shape(path: str, key: str, info: ArrayInfo, side: int) -> int:
+    """Diffraction must be ``(M, N, N)`` with N the probe side; returns M."""
+    if len(info.shape) != 3 or info.shape[1] != info.shape[2] or info.shape[0] < 1:
+        raise DataError(f"must have shape (M, N, N), got {info.shape}", path=path, key=key)
+    if info.shape[1] != side:
+        msg = f"patterns are {info.shape[1]}×{info.shape[2]} but probeGuess is {side}×{side}"
+        raise DataError(msg, path=path, key=key)
+    return info.shape[0]
+
+
+def _check_coords(path: str, key: str, arrays: Mapping[str, ArrayInfo], n_patterns: int) -> None:
+    info = arrays.get(key)
+    if info is None:
+        raise DataError("missing scan coordinates", path=path, key=key)
+    if info.shape != (n_patterns,):
+        raise DataError(f"must have shape ({n_patterns},), got {info.shape}", path=path, key=key)
+
+
+def _check_finite(path: str, key: str, values: Any) -> None:
+    import numpy as np  # noqa: PLC0415
+
+    if not np.isfinite(values).all():
+        raise DataError("holds non-finite values (NaN or inf)", path=path, key=key)
+
+
+def _scan_facts(path: str, npz: Any, dkey: str, *, has_object: bool) -> ScanFacts:
+    import numpy as np  # noqa: PLC0415
+
+    data = npz[dkey]
+    _check_finite(path, dkey, data)
+    if (data < 0).any():
+        raise DataError("holds negative values", path=path, key=dkey)
+    for key in ("xcoords", "ycoords"):
+        _check_finite(path, key, npz[key])
+    counts = _is_counts(np, data)
+    mean_counts = float(data.sum(axis=(1, 2), dtype=np.float64).mean()) if counts else None
+    return ScanFacts(
+        n_patterns=int(data.shape[0]),
+        measurement="counts" if counts else "amplitude",
+        mean_counts=mean_counts,
+        nphotons=_stored_nphotons(path, npz),
+        has_object=has_object,
+    )
+
+
+def _is_counts(np: Any, data: Any) -> bool:
+    """Integer dtype, or float values that are all whole numbers with a maximum above 1."""
+    if np.issubdtype(data.dtype, np.integer):
+        return True
+    if not np.issubdtype(data.dtype, np.floating) or data.size == 0:
+        return False
+    return bool(np.all(data == np.floor(data)) and data.max() > 1)
+
+
+def _stored_nphotons(path: str, npz: Any) -> float | None:
+    if "nphotons" not in npz.files:
+        return None
+    values = npz["nphotons"]
+    if values.size != 1 or values.dtype.kind not in "iuf":
+        raise DataError(f"must be a single number, got shape {values.shape}", path=path, key="nphotons")
+    value = float(values.reshape(()))
+    if not value > 0 or value == float("inf"):
+        raise DataError(f"must be a positive finite number, got {value}", path=path, key="nphotons")
+    return value
+
+
+def file_digest(path: str) -> tuple[str, int]:
+    """``("sha256:<hex>", size in bytes)`` of a file, streamed."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return "sha256:" + sha.hexdigest(), size
+
+
+# --- model bundles ----------------------------------------------------------------------------
+
+
+def read_bundle(path: str) -> tuple[Lock, DataFile]:
+    """The lock a bundle was trained from (its ``lock.toml`` member), read with ``zipfile``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = _bundle_member(path, archive)
+            text = archive.read(info).decode("utf-8")
+    except FileNotFoundError:
+        raise DataError("no such file", path=path) from None
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a model bundle ({exc})", path=path) from None
+    try:
+        lock = loads_lock(text, source=f"{path}[{BUNDLE_LOCK}]")
+    except LockError as exc:
+        raise DataError(f"its lock is invalid: {exc}", path=path, key=BUNDLE_LOCK) from None
+    sha, size = file_digest(path)
+    return lock, DataFile(input=DataInput(role="bundle", path=path, sha256=sha, size=size))
+
+
+def _bundle_member(path: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
+    for info in archive.infolist():
+        name = info.filename
+        if name.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", name):
+            raise DataError(f"unsafe member name {name!r}", path=path)
+    info = next((i for i in archive.infolist() if i.filename == BUNDLE_LOCK), None)
+    if info is None:
+        raise DataError("not a model bundle: no lock.toml member", path=path, key=BUNDLE_LOCK)
+    if info.file_size > MAX_BUNDLE_LOCK_BYTES:
+        raise DataError(f"{BUNDLE_LOCK} is {info.file_size} bytes; a lock is far smaller", path=path)
+    return info
+
+
+# --- the host ---------------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class HostFacts:
+    """The compiling process and machine.
+
+    ``accelerator`` is ``"cuda"``, ``"mps"`` or ``"cpu"``; ``device_count`` counts its devices.
+    ``cwd`` anchors relative paths given by environment variables and ``--set``.
+    """
+
+    cwd: str
+    accelerator: str = "cpu"
+    device_count: int = 1
+    terminal: bool = False
+    installed: frozenset[str] = frozenset()
+    environment: Environment = attrs.field(
+        factory=lambda: Environment(python=platform.python_version(), platform=sys.platform)
+    )
+
+
+def read_host(environ: Mapping[str, str], *, full: bool = True) -> HostFacts:
+    """Facts of this host. ``full=False`` skips versions and git (what ``validate`` needs)."""
+    cuda = torch_cuda_version()
+    accelerator, count = _accelerator(environ, cuda)
+    installed = frozenset(p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None)
+    host = HostFacts(
+        cwd=os.getcwd(), accelerator=accelerator, device_count=count,
+        terminal=sys.stderr.isatty(), installed=installed,
+    )
+    return attrs.evolve(host, environment=read_environment(cuda)) if full else host
+
+
+def torch_cuda_version() -> str | None:
+    """The CUDA version torch was built with, read from ``torch/version.py`` as text."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    version_file = os.path.join(next(iter(spec.submodule_search_locations)), "version.py")
+    try:
+        with open(version_file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    match = re.search(r"^cuda\s*(?::[^=\n]*)?=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def _accelerator(environ: Mapping[str, str], cuda: str | None) -> tuple[str, int]:
+    gpus = nvidia_device_count(environ) if cuda else 0
+    if gpus > 0:
+        return "cuda", gpus
+    if sys.platform == "darwin" and platform.machine() == "arm64" and _has_torch():
+        return "mps", 1
+    return "cpu", 1
+
+
+def _has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def nvidia_device_count(environ: Mapping[str, str]) -> int:
+    """NVIDIA GPUs present (driver entries or device nodes), limited by CUDA_VISIBLE_DEVICES."""
+    present = len(glob.glob("/proc/driver/nvidia/gpus/*")) or len(glob.glob("/dev/nvidia[0-9]*"))
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    usable = 0
+    for entry in visible.split(","):
+        # CUDA stops at the first invalid entry; "-1" is the usual way to hide every device.
+        if not entry.strip() or entry.strip().startswith("-"):
+            break
+        usable += 1
+    return min(usable, present)
+
+
+def read_environment(cuda: str | None) -> Environment:
+    """Interpreter, platform, library versions and git state of this package's checkout."""
+    commit, dirty = _git_state(os.path.dirname(os.path.abspath(__file__)))
+    return Environment(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        torch=_version("torch"),
+        lightning=_version("lightning"),
+        numpy=_version("numpy"),
+        cuda=cuda,
+        git_commit=commit,
+        git_dirty=dirty,
+    )
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_state(folder: str) -> tuple[str | None, bool | None]:
+    """HEAD commit and dirty flag of the git work tree holding ``folder``; None outside one."""
+    head = _git(folder, "rev-parse", "HEAD")
+    if head is None:
+        return None, None
+    status = _git(folder, "status", "--porcelain")
+    return head.strip(), bool(status.strip()) if status is not None else None
+
+
+def _git(folder: str, *args: str) -> str | None:
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed git arguments
+            ["git", "-C", folder, *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None

@@ -1,0 +1,323 @@
+"""The lockfile: a fully resolved run, its provenance, inputs and environment, as TOML.
+
+Tables (keys sorted, every field explicit, ``None`` written ``"none"``, no timestamps):
+
+* ``[lock]``: ``format_version``, ``tool_version``, ``spec_version``, ``digest`` (sha256 of the
+  canonical JSON of everything but the digest itself), ``run_digest`` (of ``canonical`` and
+  ``execution`` only: the run's identity) and ``[lock.tables]`` (one digest per table, so that
+  an edited table can be named).
+* ``[canonical]`` (what is computed) and ``[execution]`` (how it runs): a ``Resolved``.
+* ``[provenance]``: spec key → ``{layer, file?, line?, detail?}``.
+* ``[inputs]``: spec files and data files with sha256, size, and array keys/shapes/dtypes.
+* ``[environment]``: interpreter, library versions, CUDA, git commit and dirty flag.
+
+``specs/lockfile-v1.md`` documents the format; the runner reads a lock only through
+:func:`read_lock` / :func:`loads_lock`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+import cattrs
+import tomli_w
+from attrs import field, frozen
+
+from ptycho_spec import __version__
+from ptycho_spec.convert import structure, to_toml_tree
+from ptycho_spec.errors import LockError, Origin, SpecIssue
+from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
+from ptycho_spec.tree import dotted, schema_leaves
+
+FORMAT_VERSION: Final = 1
+DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")
+
+
+@frozen(kw_only=True)
+class ArrayInfo:
+    """One array of an NPZ input: shape and numpy dtype name (``"float32"``)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@frozen(kw_only=True)
+class SpecInput:
+    """A spec file that took part (the top spec and every ``extends`` base)."""
+
+    path: str
+    sha256: str
+    size: int  # bytes
+
+
+@frozen(kw_only=True)
+class DataInput:
+    """A data file the run reads; ``role`` is ``train``, ``test``, ``probe`` or ``bundle``."""
+
+    role: str
+    path: str
+    sha256: str
+    size: int  # bytes
+    arrays: Mapping[str, ArrayInfo] = field(factory=dict)
+
+
+@frozen(kw_only=True)
+class Inputs:
+    """Every file the compiled run depends on, with content hashes (for ``verify``)."""
+
+    specs: tuple[SpecInput, ...] = ()
+    data: tuple[DataInput, ...] = ()
+
+
+@frozen(kw_only=True)
+class Environment:
+    """The compiling environment; absent items are ``None`` (written ``"none"``)."""
+
+    python: str
+    platform: str
+    torch: str | None = None
+    lightning: str | None = None
+    numpy: str | None = None
+    cuda: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+
+
+@frozen(kw_only=True)
+class Header:
+    """The ``[lock]`` table."""
+
+    format_version: int
+    tool_version: str
+    spec_version: int
+    digest: str
+    run_digest: str
+    tables: Mapping[str, str]
+
+
+@frozen(kw_only=True)
+class Lock:
+    """A compiled run. ``warnings`` are the compiler's diagnostics; they are not written."""
+
+    header: Header
+    resolved: Resolved
+    provenance: Mapping[str, Origin]
+    inputs: Inputs
+    environment: Environment
+    warnings: tuple[SpecIssue, ...] = field(default=(), eq=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The lock as TOML-ready nested dicts (the digests included)."""
+        body = _body(self.resolved, self.provenance, self.inputs, self.environment)
+        body["lock"] = to_toml_tree(self.header)
+        return _sorted(body)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Lock:
+        """Check the version and digest of a lock read from TOML, then structure it."""
+        _check_version(data)
+        _check_digest(data)
+        return _structure_lock(data)
+
+    def validate(self) -> Lock:
+        """Round trip through the dict form: raises ``LockError`` if anything is off."""
+        return Lock.from_dict(self.to_dict())
+
+
+def make_lock(
+    resolved: Resolved,
+    provenance: Mapping[str, Origin],
+    inputs: Inputs,
+    environment: Environment,
+    warnings: tuple[SpecIssue, ...] = (),
+) -> Lock:
+    """Assemble a lock and compute its digests."""
+    body = _sorted(_body(resolved, provenance, inputs, environment))
+    tables = {name: _digest(body[name]) for name in DIGESTED_TABLES}
+    run_digest = _digest({"canonical": body["canonical"], "execution": body["execution"]})
+    partial = {
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "spec_version": SPEC_VERSION,
+        "run_digest": run_digest,
+        "tables": tables,
+    }
+    digest = _digest({**body, "lock": partial})
+    header = Header(digest=digest, **partial)  # type: ignore[arg-type]
+    return Lock(
+        header=header, resolved=resolved, provenance=dict(provenance), inputs=inputs,
+        environment=environment, warnings=warnings,
+    )
+
+
+def _body(
+    resolved: Resolved, provenance: Mapping[str, Origin], inputs: Inputs, environment: Environment
+) -> dict[str, Any]:
+    return {
+        "canonical": to_toml_tree(resolved.canonical),
+        "execution": to_toml_tree(resolved.execution),
+        "provenance": {key: _origin_table(o) for key, o in provenance.items()},
+        "inputs": to_toml_tree(inputs),
+        "environment": to_toml_tree(environment),
+    }
+
+
+def _origin_table(origin: Origin) -> dict[str, Any]:
+    """An origin without its empty members (``file``/``line``/``detail`` are optional)."""
+    return {k: v for k, v in attrs.asdict(origin).items() if v is not None}
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _digest(value: Any) -> str:
+    """sha256 of the canonical JSON of ``value``: sorted keys, compact, UTF-8.
+
+    A compiled lock holds only finite numbers; ``str`` covers what an edited file may hold
+    (dates, NaN) so that checking it reports a mismatch instead of failing.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _check_version(data: Mapping[str, Any]) -> None:
+    header = data.get("lock")
+    version = header.get("format_version") if isinstance(header, Mapping) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        msg = "not a ptycho-spec lock: [lock] format_version is missing"
+        raise LockError(msg)
+    if version != FORMAT_VERSION:
+        msg = (
+            f"lock format_version {version} is not supported; this ptycho-spec "
+            f"({__version__}) reads format_version {FORMAT_VERSION}"
+        )
+        raise LockError(msg)
+
+
+def _check_digest(data: Mapping[str, Any]) -> None:
+    header = dict(data["lock"])
+    stored = header.pop("digest", None)
+    body = {k: v for k, v in data.items() if k != "lock"}
+    if stored == _digest({**body, "lock": header}):
+        return
+    recorded = header.get("tables") if isinstance(header.get("tables"), Mapping) else {}
+    changed = [t for t in DIGESTED_TABLES if recorded.get(t) != _digest(body.get(t))]
+    which = f"; changed: {', '.join(f'[{t}]' for t in changed)}" if changed else ""
+    msg = f"digest mismatch: the file was edited after it was written{which}; recompile the spec"
+    raise LockError(msg)
+
+
+def _structure_lock(data: Mapping[str, Any]) -> Lock:
+    try:
+        lock = Lock(
+            header=structure(data.get("lock"), Header),
+            resolved=Resolved(
+                canonical=structure(data.get("canonical"), Canonical),
+                execution=structure(data.get("execution"), Execution),
+            ),
+            provenance=structure(data.get("provenance"), dict[str, Origin]),
+            inputs=structure(data.get("inputs"), Inputs),
+            environment=structure(data.get("environment"), Environment),
+        )
+    except cattrs.BaseValidationError as exc:
+        raise LockError("invalid lock: " + "; ".join(cattrs.transform_error(exc))) from None
+    except (ValueError, TypeError) as exc:
+        raise LockError(f"invalid lock: {exc}") from None
+    _check_resolved(lock.resolved)
+    return lock
+
+
+def _check_resolved(resolved: Resolved) -> None:
+    """A lock must not hold ``"auto"`` in any field that the compiler resolves."""
+    tables = {"canonical": resolved.canonical, "execution": resolved.execution}
+    unresolved = [
+        dotted((name, *path))
+        for name, obj in tables.items()
+        for path, attribute in schema_leaves(type(obj))
+        if attribute.metadata.get("auto") and _get(obj, path) == AUTO
+    ]
+    if unresolved:
+        msg = f"invalid lock: unresolved \"auto\" in {', '.join(unresolved)}"
+        raise LockError(msg)
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        obj = getattr(obj, part)
+    return obj
+
+
+# --- text and files ---------------------------------------------------------------------------
+
+
+def dumps_lock(lock: Lock) -> str:
+    """The lock as TOML text; identical locks give identical text."""
+    data = lock.to_dict()
+    provenance = data.pop("provenance")
+    lines = [f"{_toml_key(k)} = {_inline_table(v)}" for k, v in provenance.items()]
+    return tomli_w.dumps(data) + "\n[provenance]\n" + "".join(f"{line}\n" for line in lines)
+
+
+def _toml_key(key: str) -> str:
+    return tomli_w.dumps({key: 0}).rsplit(" = ", 1)[0]
+
+
+def _inline_table(table: Mapping[str, Any]) -> str:
+    """``{ layer = "spec", line = 3 }``: tomli-w writes tables as sections, so one line is
+    assembled here from tomli-w's own rendering of each key and value."""
+    items = (tomli_w.dumps({k: v}).rstrip("\n") for k, v in table.items())
+    return "{ " + ", ".join(items) + " }"
+
+
+def loads_lock(text: str, *, source: str = "<lock>") -> Lock:
+    """Parse and check a lock's TOML text; ``LockError`` (exit 3) on any problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{source}:{getattr(exc, 'lineno', 0) or 1}: not valid TOML: {exc.msg}"
+        raise LockError(msg) from None
+    try:
+        return Lock.from_dict(data)
+    except LockError as exc:
+        raise LockError(f"{source}: {exc}") from None
+
+
+def read_lock(path: str | os.PathLike[str]) -> Lock:
+    """Read and check a lock file."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = f"{os.fspath(path)}: not a UTF-8 text file"
+        raise LockError(msg) from None
+    return loads_lock(text, source=os.fspath(path))
+
+
+def write_lock(lock: Lock, path: str | os.PathLike[str]) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    text = dumps_lock(lock)
+    fd, tmp = tempfile.mkstemp(prefix=".lock-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

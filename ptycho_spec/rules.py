@@ -1,0 +1,318 @@
+"""Cross-field rules: settings that are valid alone but not together.
+
+Each rule reads a whole ``Spec`` and yields findings; an error names both settings and where
+each was set. The rules run twice: on the spec as written (``"auto"`` values skipped, so
+``validate`` needs no data) and on the resolved run (everything concrete). Field-local rules
+are validators in ``schema.py``; rules that need the data live in the resolver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import Any, Final
+
+import attrs
+from attrs import frozen
+
+from ptycho_spec.convert import show
+from ptycho_spec.errors import Origin, SpecIssue
+from ptycho_spec.schema import AUTO, Spec
+from ptycho_spec.tree import KeyPath, schema_leaves
+
+# Which optimizer uses which parameter, and which scheduler which parameters.
+OPTIMIZER_PARAMS: Final = MappingProxyType({
+    "momentum": ("sgd",),
+    "adam_beta1": ("adam", "adamw"),
+    "adam_beta2": ("adam", "adamw"),
+})
+SCHEDULER_PARAMS: Final = MappingProxyType({
+    "constant": (),
+    "plateau": ("plateau_factor", "plateau_patience", "plateau_min_lr", "plateau_threshold"),
+    "exponential": ("exponential_gamma",),
+    "warmup_cosine": ("warmup_epochs", "min_lr_ratio"),
+})
+# Metrics the training module logs, hence the only valid checkpoint monitors.
+LOGGED_METRICS: Final = ("train_loss", "val_loss", "train_poisson", "val_poisson", "train_mae", "val_mae", "lr")
+MULTI_PROCESS_STRATEGIES: Final = ("ddp", "ddp_spawn", "fsdp")
+LOGGER_EXTRAS: Final = MappingProxyType({"tensorboard": "tensorboard", "mlflow": "mlflow"})
+
+
+@frozen
+class Finding:
+    """An error, or a warning that does not stop compilation."""
+
+    issue: SpecIssue
+    warning: bool = False
+
+
+@frozen
+class Context:
+    """What the rules consult besides the settings: where each was set, and the host."""
+
+    origin: Callable[[KeyPath], Origin | None]
+    explicit: Callable[[KeyPath], bool]  # set by a layer above the built-in defaults
+    installed: frozenset[str] = frozenset()  # optional packages present (tensorboard, mlflow)
+
+
+def check(spec: Spec, ctx: Context) -> list[Finding]:
+    """Every finding of every rule."""
+    return [finding for rule in RULES for finding in rule(spec, ctx)]
+
+
+def where(origin: Origin | None) -> str:
+    """Short location of an origin: ``spec.toml:12``, ``PTYCHO__X``, ``default``."""
+    if origin is None or origin.layer == "default":
+        return "default"
+    if origin.layer in ("spec", "extends") and origin.file:
+        return f"{origin.file}:{origin.line}" if origin.line else origin.file
+    if origin.layer in ("env", "set") and origin.detail:
+        return origin.detail
+    return str(origin)
+
+
+def value_at(spec: Any, path: KeyPath) -> Any:
+    """The setting at ``path`` of a spec (or any object with the same sections)."""
+    for part in path:
+        spec = getattr(spec, part)
+    return spec
+
+
+def _key(path: str) -> KeyPath:
+    return tuple(path.split("."))
+
+
+def _about(spec: Any, ctx: Context, path: str) -> str:
+    """``model.gridsize = 1 (spec.toml:4)``: a setting named in another setting's error."""
+    return f"{path} = {show(_shown(value_at(spec, _key(path))))} ({where(ctx.origin(_key(path)))})"
+
+
+def _shown(value: Any) -> Any:
+    return "none" if value is None else value
+
+
+def finding(
+    spec: Any, ctx: Context, path: str, message: str, *others: str, warning: bool = False, at: Origin | None = None
+) -> Finding:
+    """A finding at ``path`` (located at ``at``, else where ``path`` was set); ``others`` are
+    the related settings, shown with their values and locations."""
+    context = "; ".join(_about(spec, ctx, o) for o in others)
+    text = f"{message} ({context})" if context else message
+    return Finding(SpecIssue(path=path, message=text, origin=at or ctx.origin(_key(path))), warning)
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != AUTO
+
+
+# --- the rules ---------------------------------------------------------------------------------
+
+
+def _source_required(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.data.source is None:
+        yield finding(spec, ctx, "data.source", 'is required: "npz", "simulate" or "ptychodus"')
+
+
+def _neighbors(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    gridsize, count = spec.model.gridsize, spec.data.neighbor_count
+    if gridsize > 1 and count is None:
+        yield finding(spec, ctx, "data.neighbor_count", "is needed when gridsize > 1", "model.gridsize")
+    elif gridsize > 1 and isinstance(count, int) and count < gridsize**2:
+        msg = f"must be ≥ gridsize² = {gridsize**2}"
+        yield finding(spec, ctx, "data.neighbor_count", msg, "model.gridsize")
+    elif gridsize == 1 and isinstance(count, int):
+        msg = 'has no effect with gridsize 1; leave it "auto"'
+        yield finding(spec, ctx, "data.neighbor_count", msg, "model.gridsize")
+
+
+def _object_big(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.model.object_big is True and spec.model.gridsize == 1:
+        msg = 'has no effect with gridsize 1 (one patch per sample); leave it "auto"'
+        yield finding(spec, ctx, "model.object_big", msg, "model.gridsize")
+
+
+def _pad_object(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.model.probe_big and not spec.model.pad_object:
+        msg = "has no effect without object padding; set it to false"
+        yield finding(spec, ctx, "model.probe_big", msg, "model.pad_object")
+
+
+def _loader_workers(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    execution = spec.execution
+    if execution.num_workers == 0 and execution.persistent_workers:
+        yield finding(spec, ctx, "execution.persistent_workers", "needs worker processes", "execution.num_workers")
+    if execution.num_workers == 0 and execution.prefetch_factor is not None:
+        yield finding(spec, ctx, "execution.prefetch_factor", "needs worker processes", "execution.num_workers")
+
+
+def _precision_on_cpu(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.execution.accelerator != "cpu":
+        return
+    if spec.execution.precision == "16-mixed":
+        msg = 'is not supported on the CPU; use "bf16-mixed" or "32-true"'
+        yield finding(spec, ctx, "execution.precision", msg, "execution.accelerator")
+    elif spec.execution.precision == "bf16-mixed":
+        msg = "on the CPU is slow and changes numerics"
+        yield finding(spec, ctx, "execution.precision", msg, "execution.accelerator", warning=True)
+
+
+def _processes(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    execution = spec.execution
+    if execution.devices == AUTO:
+        return
+    processes = execution.devices * execution.num_nodes
+    if execution.strategy in MULTI_PROCESS_STRATEGIES and processes == 1:
+        msg = "with a single process; it only adds start-up cost"
+        yield finding(spec, ctx, "execution.strategy", msg, "execution.devices", "execution.num_nodes", warning=True)
+    if execution.strategy == "single_device" and processes > 1:
+        msg = f"cannot drive {processes} processes; use \"ddp\""
+        yield finding(spec, ctx, "execution.strategy", msg, "execution.devices", "execution.num_nodes")
+
+
+def _deterministic_compile(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.execution.deterministic is True and spec.execution.compile:
+        msg = "with torch.compile: compiled kernels may not have deterministic variants"
+        yield finding(spec, ctx, "execution.deterministic", msg, "execution.compile", warning=True)
+
+
+def _logger_installed(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    package = LOGGER_EXTRAS.get(spec.execution.logger)
+    if package is not None and package not in ctx.installed:
+        msg = f'needs the {package} package: pip install "ptycho-spec[{package}]"'
+        yield finding(spec, ctx, "execution.logger", msg)
+
+
+def _checkpoint_monitor(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    monitor = spec.execution.checkpoint_monitor
+    if monitor == AUTO or spec.run.task == "infer":
+        return
+    if monitor not in LOGGED_METRICS:
+        msg = f"must be a metric the module logs: {', '.join(LOGGED_METRICS)} (got {show(monitor)})"
+        yield finding(spec, ctx, "execution.checkpoint_monitor", msg)
+    elif monitor.startswith("val_") and spec.training.val_fraction == 0:
+        msg = f"{show(monitor)} is not logged without validation data"
+        yield finding(spec, ctx, "execution.checkpoint_monitor", msg, "training.val_fraction")
+
+
+def _task_bundle(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    bundle = spec.inference.bundle
+    if spec.run.task == "infer" and bundle is None:
+        yield finding(spec, ctx, "inference.bundle", 'is required when run.task = "infer"', "run.task")
+    elif spec.run.task != "infer" and bundle is not None:
+        msg = "has no effect: a training task trains its own model"
+        yield finding(spec, ctx, "inference.bundle", msg, "run.task")
+
+
+def _infer_settings(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """An inference-only run takes model and training settings from the bundle's lock."""
+    if spec.run.task != "infer":
+        return
+    for path, _attribute in schema_leaves(Spec):
+        if path[0] in ("model", "training") and ctx.explicit(path):
+            msg = "comes from the model bundle in an inference-only run; remove it"
+            yield finding(spec, ctx, ".".join(path), msg, "run.task")
+
+
+def _npz_files(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    data, task = spec.data, spec.run.task
+    if data.source != "npz":
+        return
+    if task != "infer" and data.train_file is None:
+        yield finding(spec, ctx, "data.train_file", "is required to train", "run.task")
+    if task != "train" and data.test_file is None and data.test_fraction is None:
+        msg = "is required for inference (or data.test_fraction to split the training file)"
+        yield finding(spec, ctx, "data.test_file", msg, "run.task")
+    if task == "infer" and data.test_file is None and data.train_file is None:
+        yield finding(spec, ctx, "data.train_file", "is required to split with test_fraction", "data.test_fraction")
+
+
+def _test_split(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.data.test_fraction is not None and spec.data.test_file is not None:
+        msg = "has no effect when data.test_file is set; keep one of them"
+        yield finding(spec, ctx, "data.test_fraction", msg, "data.test_file")
+
+
+def _simulate_files(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.data.source != "simulate":
+        return
+    for name in ("train_file", "test_file", "test_fraction"):
+        if getattr(spec.data, name) is not None:
+            yield finding(spec, ctx, f"data.{name}", "has no effect with simulated data", "data.source")
+    if spec.run.task != "train" and spec.data.simulate.n_test_objects == 0:
+        msg = "must be ≥ 1: the task reconstructs a test set"
+        yield finding(spec, ctx, "data.simulate.n_test_objects", msg, "run.task")
+
+
+def _foreign_tables(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """``[data.simulate]`` / ``[data.ptychodus]`` settings only act with their own source."""
+    defaults = Spec().data
+    for table in ("simulate", "ptychodus"):
+        if spec.data.source == table:
+            continue
+        for field in attrs.fields(type(getattr(defaults, table))):
+            if getattr(getattr(spec.data, table), field.name) != getattr(getattr(defaults, table), field.name):
+                msg = f'has no effect unless data.source = "{table}"'
+                yield finding(spec, ctx, f"data.{table}.{field.name}", msg, "data.source")
+
+
+def _object_size(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    sim, n = spec.data.simulate, spec.model.N
+    if spec.data.source != "simulate" or n == AUTO:
+        return
+    steps = {"scan_step_train": spec.run.task != "infer", "scan_step_test": spec.run.task != "train"}
+    for step, used in steps.items():
+        if used and sim.object_size < n + getattr(sim, step):
+            msg = f"must be ≥ N + {step} = {n + getattr(sim, step)}"
+            yield finding(spec, ctx, "data.simulate.object_size", msg, "model.N", f"data.simulate.{step}")
+
+
+def _optimizer_params(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    optimizer = spec.training.optimizer
+    for name, users in OPTIMIZER_PARAMS.items():
+        yield from _applicable(spec, ctx, f"training.{name}", optimizer in users, "training.optimizer")
+
+
+def _scheduler_params(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    scheduler = spec.training.scheduler
+    for name, params in SCHEDULER_PARAMS.items():
+        for param in params:
+            yield from _applicable(spec, ctx, f"training.{param}", name == scheduler, "training.scheduler")
+
+
+def _clip_algorithm(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    clip = spec.training.gradient_clip_val is not None
+    yield from _applicable(spec, ctx, "training.gradient_clip_algorithm", clip, "training.gradient_clip_val")
+
+
+def _applicable(spec: Spec, ctx: Context, path: str, applies: bool, because: str) -> Iterator[Finding]:
+    """A parameter must be unset ("none") where it does nothing, and set where it acts."""
+    value = value_at(spec, _key(path))
+    if not applies and _is_set(value):
+        yield finding(spec, ctx, path, 'has no effect here; remove it (or set "none")', because)
+    elif applies and value is None:
+        yield finding(spec, ctx, path, 'is needed here; remove it or set a value ("auto" picks one)', because)
+
+
+def _loss_weights(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    training = spec.training
+    weights = (training.nll_weight, training.mae_weight, training.realspace_weight)
+    if AUTO not in weights and sum(weights) == 0:
+        msg = "all loss weights are 0: nothing would be optimized"
+        yield finding(spec, ctx, "training.nll_weight", msg, "training.mae_weight", "training.realspace_weight")
+
+
+RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
+    _source_required, _task_bundle, _infer_settings, _npz_files, _test_split, _simulate_files,
+    _foreign_tables, _object_size, _neighbors, _object_big, _pad_object, _optimizer_params,
+    _scheduler_params, _clip_algorithm, _loss_weights, _loader_workers, _precision_on_cpu,
+    _processes, _deterministic_compile, _logger_installed, _checkpoint_monitor,
+)
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """Findings without repeats (the rules run on the spec and on the resolved run)."""
+    seen: dict[tuple[str, str, bool], Finding] = {}
+    for finding in findings:
+        seen.setdefault((finding.issue.path, finding.issue.message, finding.warning), finding)
+    return list(seen.values())
+

@@ -1,0 +1,107 @@
+"""Merged raw tree → ``Spec``, reporting every problem at once.
+
+The tree is walked against the schema: an unknown key gets a "did you mean"; each setting is
+structured by the converter (strict types) and checked by its own validators, one at a time,
+so that one bad value does not hide the next. Every issue carries the origin of its key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ptycho_spec.convert import describe, show, structure
+from ptycho_spec.errors import SpecError, SpecIssue
+from ptycho_spec.load import FILE_KEYS
+from ptycho_spec.merge import Merged
+from ptycho_spec.schema import SPEC_VERSION, Spec
+from ptycho_spec.tree import KeyPath, aliases_of, dotted, fields_of, is_section, section_class
+
+
+def build_spec(merged: Merged) -> Spec:
+    """The spec the merged layers describe; ``SpecError`` lists every problem found."""
+    issues = [issue for layer in merged.layers for issue in layer.issues]
+    sections = _build_table(Spec, merged.tree, (), merged, issues)
+    if issues:
+        raise SpecError(sort_issues(issues))
+    top = merged.top
+    return Spec(spec_version=SPEC_VERSION, extends=top.extends if top else (), **sections)
+
+
+def sort_issues(issues: list[SpecIssue]) -> list[SpecIssue]:
+    """Issues in reading order: by file, line, then key (de-duplicated)."""
+    unique = {(i.render(), i.path): i for i in issues}.values()
+    return sorted(unique, key=lambda i: (_file(i), _line(i), i.path, i.message))
+
+
+def _file(issue: SpecIssue) -> str:
+    return issue.origin.file or issue.origin.detail or "" if issue.origin else ""
+
+
+def _line(issue: SpecIssue) -> int:
+    return issue.origin.line or 0 if issue.origin else 0
+
+
+def _build_table(
+    cls: type, table: Mapping[str, Any], prefix: KeyPath, merged: Merged, issues: list[SpecIssue]
+) -> dict[str, Any]:
+    """Structured field values of one table; problems are appended to ``issues``."""
+    fields = fields_of(cls)
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        path = (*prefix, key)
+        attribute = fields.get(key)
+        if attribute is None or (cls is Spec and key in FILE_KEYS):
+            issues.append(_unknown(cls, key, path, merged))
+        elif is_section(attribute):
+            values[key] = _build_section(attribute, raw, path, merged, issues)
+        else:
+            values[key] = _build_leaf(attribute, raw, path, merged, issues)
+    return values
+
+
+def _build_section(
+    attribute: attrs.Attribute[Any], raw: Any, path: KeyPath, merged: Merged, issues: list[SpecIssue]
+) -> Any:
+    if not isinstance(raw, Mapping):
+        issues.append(_issue(path, f"expected a table (got {show(raw)})", merged))
+        return None
+    cls = section_class(attribute)
+    before = len(issues)
+    values = _build_table(cls, raw, path, merged, issues)
+    return cls(**values) if len(issues) == before else None
+
+
+def _build_leaf(
+    attribute: attrs.Attribute[Any], raw: Any, path: KeyPath, merged: Merged, issues: list[SpecIssue]
+) -> Any:
+    if isinstance(raw, Mapping):
+        issues.append(_issue(path, f"expected {describe(attribute.type)} (got a table)", merged))
+        return None
+    try:
+        value = structure(raw, attribute.type)
+        if attribute.validator is not None:
+            attribute.validator(None, attribute, value)
+    except ValueError as exc:
+        issues.append(_issue(path, str(exc), merged))
+        return None
+    return value
+
+
+def _unknown(cls: type, key: str, path: KeyPath, merged: Merged) -> SpecIssue:
+    if cls is Spec and key in FILE_KEYS:
+        return _issue(path, "may only be set at the top of a spec file", merged)
+    names = [n for n in fields_of(cls) if not (cls is Spec and n in FILE_KEYS)]
+    close = difflib.get_close_matches(key, [*names, *aliases_of(cls)], n=1, cutoff=0.6)
+    if close:
+        suggestion = aliases_of(cls).get(close[0], close[0])
+        return _issue(path, f'unknown key; did you mean "{suggestion}"?', merged)
+    where = f"[{dotted(path[:-1])}]" if path[:-1] else "the top level"
+    return _issue(path, f"unknown key; valid keys in {where}: {', '.join(names)}", merged)
+
+
+def _issue(path: KeyPath, message: str, merged: Merged) -> SpecIssue:
+    return SpecIssue(path=dotted(path), message=message, origin=merged.locate(path))
