@@ -98,10 +98,14 @@ def validate_spec(path: str, sets: Sequence[str] = (), environ: Mapping[str, str
 
 
 def compile_spec(path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Lock:
-    """Compile a spec file against its data and this host."""
+    """Compile a spec file (with its bases, ``PTYCHO__*`` variables and ``--set`` arguments)
+    against its data and this host."""
     environ = os.environ if environ is None else environ
-    layers = load_layers(path, sets, environ)
-    host = read_host(environ)
+    return compile_layers(load_layers(path, sets, environ), read_host(environ))
+
+
+def compile_layers(layers: Sequence[Layer], host: HostFacts) -> Lock:
+    """Compile loaded layers: read the data they name, then :func:`compile_run`."""
     checked = check_layers(layers, host)
     spec = absolute_paths(checked.spec, checked.merged, host.cwd)
     _check_files_exist(spec, checked.merged)

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
+import tomli_w
 from attrs import frozen
 
+from ptycho_spec import __version__
 from ptycho_spec.convert import show, to_toml_tree
 from ptycho_spec.errors import Origin, SpecError, SpecIssue, UsageError
 from ptycho_spec.lock import SpecInput
@@ -115,12 +117,27 @@ def loads_spec(text: str, *, source: str, kind: str = "spec") -> Layer:
         upgraded = upgrade(raw, version, source=source)
         raw, notes, lines = upgraded.tree, upgraded.notes, {}
     migrated = [SpecIssue("", f"spec_version {version} → {SPEC_VERSION}: {n}", Origin(kind, file=source)) for n in notes]
-    extends, issues = _extends(raw.get("extends", []), Origin(kind, file=source, line=lines.get(("extends",))))
+    extends_origin = Origin(kind, file=source, line=lines.get(("extends",)))
+    extends, issues = _extends(raw.get("extends", []), extends_origin)
     tree = {k: v for k, v in raw.items() if k not in FILE_KEYS}
     layer = make_layer(kind, tree, lambda p: Origin(kind, file=source, line=lines.get(p)))
     return attrs.evolve(
-        layer, source=source, extends=extends, issues=(*issues, *layer.issues), warnings=(*migrated, *layer.warnings)
+        layer, source=source, extends=extends, origins={**layer.origins, ("extends",): extends_origin},
+        issues=(*issues, *layer.issues), warnings=(*migrated, *layer.warnings),
     )
+
+
+def migrated_text(text: str, *, source: str) -> str:
+    """A spec's text at the current version: unchanged if current, else upgraded TOML whose
+    leading comments list what the migration renamed or dropped."""
+    raw = _parse(text, source)
+    version = spec_version_of(raw, source=source)
+    if version == SPEC_VERSION:
+        return text
+    upgraded = upgrade(raw, version, source=source)
+    header = [f"# Migrated from {os.path.basename(source)} (spec_version {version}) by ptycho-spec {__version__}."]
+    header += [f"# {note}" for note in upgraded.notes]
+    return "\n".join(header) + "\n\n" + tomli_w.dumps(upgraded.tree)
 
 
 def _parse(text: str, source: str) -> dict[str, Any]:

@@ -1,0 +1,233 @@
+"""``ptycho-spec``: the command line. The only place where errors become exit codes.
+
+Exit codes: 0 success, 1 runtime failure (and ``diff`` with differences), 2 invalid spec or
+usage, 3 lock verification failure, 4 invalid input data. Diagnostics go to stderr, one line
+each; a mistake in a spec never shows a traceback.
+
+Each subcommand is one :class:`Command`: a name, a help line, a function adding its
+arguments and a handler returning the exit code. To add one, write the two functions and add
+an entry to :data:`COMMANDS`. ``run`` (and ``verify``, ``resume``, ``export-npz``) belong to
+the runner; the commands here import neither torch nor lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from attrs import frozen
+
+from ptycho_spec import __version__
+from ptycho_spec.errors import PtychoSpecError, SpecError, SpecIssue, UsageError
+from ptycho_spec.lock import Lock
+
+
+@frozen
+class Command:
+    """One subcommand."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand and return its exit code."""
+    parser = build_parser(COMMANDS)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except SpecError as exc:
+        _print_issues(exc.issues)
+        return exc.exit_code
+    except PtychoSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
+    """The argument parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="ptycho-spec", description="Declarative, reproducible PtychoPINN runs.")
+    parser.add_argument("--version", action="version", version=f"ptycho-spec {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.handler)
+    return parser
+
+
+def _print_issues(issues: Sequence[SpecIssue], prefix: str = "") -> None:
+    for issue in issues:
+        print(prefix + issue.render(), file=sys.stderr)
+
+
+def _print_warnings(warnings: Sequence[SpecIssue]) -> None:
+    _print_issues(warnings, prefix="warning: ")
+
+
+def _add_sets(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="override a setting (TOML value syntax; repeatable), e.g. --set training.nepochs=5",
+    )
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (TOML, or PtychoPINN YAML)")
+    _add_sets(parser)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ptycho_spec.compile import validate_spec  # noqa: PLC0415 - keeps --help fast
+
+    status = 0
+    for path in args.specs:
+        try:
+            checked = validate_spec(path, args.sets)
+        except SpecError as exc:
+            _print_issues(exc.issues)
+            status = status or exc.exit_code
+            continue
+        _print_warnings(checked.warnings)
+        print(f"ok: {path}")
+    return status
+
+
+# --- compile ----------------------------------------------------------------------------------
+
+
+def _compile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC")
+    _add_sets(parser)
+    parser.add_argument("-o", "--output", metavar="LOCK", help="lock path (default: <spec stem>.lock.toml beside the spec; - for stdout)")
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ptycho_spec.compile import compile_spec  # noqa: PLC0415
+    from ptycho_spec.lock import dumps_lock, write_lock  # noqa: PLC0415
+
+    lock = compile_spec(args.spec, args.sets)
+    _print_warnings(lock.warnings)
+    if args.output == "-":
+        sys.stdout.write(dumps_lock(lock))
+        return 0
+    output = args.output or os.path.splitext(args.spec)[0] + ".lock.toml"
+    write_lock(lock, output)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+# --- explain ----------------------------------------------------------------------------------
+
+
+def _explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC")
+    parser.add_argument("key", metavar="KEY", help="a setting, e.g. model.N or execution.devices")
+    _add_sets(parser)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from ptycho_spec.compile import compile_layers  # noqa: PLC0415
+    from ptycho_spec.explain import explain  # noqa: PLC0415
+    from ptycho_spec.facts import read_host  # noqa: PLC0415
+    from ptycho_spec.load import load_layers  # noqa: PLC0415
+    from ptycho_spec.merge import merge  # noqa: PLC0415
+
+    layers = load_layers(args.spec, args.sets, os.environ)
+    lock = compile_layers(layers, read_host(os.environ))
+    _print_warnings(lock.warnings)
+    print(explain(args.key, lock, merge(layers).history, source=args.spec))
+    return 0
+
+
+# --- diff -------------------------------------------------------------------------------------
+
+
+def _diff_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="a spec or a lock")
+    parser.add_argument("b", metavar="B", help="a spec or a lock")
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from ptycho_spec.explain import diff  # noqa: PLC0415
+
+    a, b = _run_of(args.a), _run_of(args.b)
+    lines = diff(a, b)
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"same run ({a.header.run_digest})")
+    return 1 if lines else 0
+
+
+def _run_of(path: str) -> Lock:
+    """A lock file as written, or a spec compiled now."""
+    from ptycho_spec.compile import compile_spec  # noqa: PLC0415
+    from ptycho_spec.lock import read_lock  # noqa: PLC0415
+
+    return read_lock(path) if _is_lock(path) else compile_spec(path)
+
+
+def _is_lock(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data.get("lock"), dict) and "canonical" in data
+
+
+# --- schema and migrate -----------------------------------------------------------------------
+
+
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("json", "markdown"), default="json")
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from ptycho_spec.schema_export import json_schema_text, markdown  # noqa: PLC0415
+
+    sys.stdout.write(json_schema_text() if args.format == "json" else markdown())
+    return 0
+
+
+def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="a PtychoPINN YAML config or an older spec")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from ptycho_spec.load import migrated_text  # noqa: PLC0415
+
+    try:
+        with open(args.spec, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.spec}: cannot read: {exc}") from None
+    sys.stdout.write(migrated_text(text, source=args.spec))
+    return 0
+
+
+COMMANDS: Final[tuple[Command, ...]] = (
+    Command("validate", "check specs without opening data; print every problem", _validate_arguments, _validate),
+    Command("compile", "resolve a spec against its data and this host; write the lock", _compile_arguments, _compile),
+    Command("explain", "show a setting's final value and every layer that set it", _explain_arguments, _explain),
+    Command("diff", "compare two specs or locks setting by setting (exit 1 if they differ)", _diff_arguments, _diff),
+    Command("schema", "print the JSON Schema or the Markdown field reference of spec v1", _schema_arguments, _schema),
+    Command("migrate", "print a PtychoPINN config or older spec upgraded to spec v1", _migrate_arguments, _migrate),
+)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
