@@ -1,0 +1,1 @@
+"""Diffraction data in the PtychoPINN NPZ contract: reading, writing, simulation and grouping."""

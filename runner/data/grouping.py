@@ -1,0 +1,151 @@
+"""Groups of scan positions ("solution regions") and the dataset amplitude scale.
+
+Sample-then-group, as ``ptycho/raw_data.py`` ``generate_grouped_data``: draw ``n_groups`` seed
+patterns, then (gridsize g > 1) give each seed a pool of its K nearest other patterns and pick
+C = g² of the pool without replacement. The seed itself is not in its pool (the reference
+queries K + 1 neighbours and drops self), so on a raster with K = 4 a group is the seed's four
+axial neighbours, centred on the seed. Everything is vectorized over groups.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from attrs import frozen
+
+from ptycho_spec.errors import DataError
+
+_KNN_CHUNK_ELEMENTS = 1 << 22  # distance-matrix entries per chunk: 32 MiB of float64
+
+
+@frozen(kw_only=True)
+class Groups:
+    """Grouped scan positions.
+
+    ``indices`` ``(G, C)`` int64: pattern indices, channel c ↔ row-major cell (c // g, c % g).
+    ``coords`` ``(G, C, 2)`` float64: absolute [x, y] px of each pattern.
+    ``offsets`` ``(G, 2)`` float64: group centres, the mean of ``coords`` over C.
+    ``relative`` ``(G, C, 2)`` float64: −(coords − offsets), the reference sign (trap 6).
+    """
+
+    indices: np.ndarray
+    coords: np.ndarray
+    offsets: np.ndarray
+    relative: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+def input_scale(amplitude: np.ndarray, N: int) -> float:  # noqa: N803
+    """r = sqrt((N/2)² / mean_m Σ_hw X²) for amplitudes ``(M, N, N)`` (or ``(M, C, N, N)``).
+
+    Summed in float64, chunk by chunk, so integer or float32 data neither overflow nor round
+    (trap 16, ``ptycho/raw_data.py`` ``normalize_data``).
+    """
+    flat = np.asarray(amplitude).reshape(-1, N * N)
+    energy = sum(float(np.square(chunk, dtype=np.float64).sum()) for chunk in np.array_split(flat, max(1, len(flat) // 1024)))
+    mean_energy = energy / len(flat)
+    if not mean_energy > 0:
+        msg = "the diffraction amplitudes are all zero"
+        raise DataError(msg)
+    return float(np.sqrt((N / 2) ** 2 / mean_energy))
+
+
+def _fail(message: str, key: str, source: str | None) -> DataError:
+    return DataError(message, path=source, key=key)
+
+
+def _pool(m: int, n_subsample: int | None, sequential: bool, rng: np.random.Generator, source: str | None) -> np.ndarray:
+    """Indices that may seed or join groups: all M, or an ``n_subsample`` subset in scan order."""
+    if n_subsample is None:
+        return np.arange(m)
+    if n_subsample > m:
+        raise _fail(f"n_subsample = {n_subsample} exceeds the {m} patterns", "n_subsample", source)
+    if sequential:
+        return np.arange(n_subsample)
+    return np.sort(rng.choice(m, size=n_subsample, replace=False))
+
+
+def _seeds(p: int, n_groups: int | Literal["all"], sequential: bool, rng: np.random.Generator, source: str | None) -> np.ndarray:
+    """Positions within the pool of the group seeds ``(G,)``."""
+    if n_groups == "all":
+        return np.arange(p)
+    if n_groups > p:
+        raise _fail(f"n_groups = {n_groups} exceeds the {p} available patterns", "n_groups", source)
+    if sequential:
+        return np.arange(n_groups)
+    return rng.choice(p, size=n_groups, replace=False)
+
+
+def nearest_neighbors(points: np.ndarray, seeds: np.ndarray, k: int) -> np.ndarray:
+    """The k nearest other points of each seed: ``points (P, 2)``, ``seeds (G,)`` → ``(G, k)``.
+
+    Ordered by distance, ties by index (exact and platform independent), the seed excluded.
+    Brute force in chunks of seeds: O(G·P) time, bounded memory.
+    """
+    out = np.empty((len(seeds), k), dtype=np.int64)
+    chunk = max(1, _KNN_CHUNK_ELEMENTS // len(points))
+    for start in range(0, len(seeds), chunk):
+        rows = seeds[start : start + chunk]
+        d2 = np.square(points[rows, None, :] - points[None, :, :]).sum(-1)  # (g, P)
+        d2[np.arange(len(rows)), rows] = np.inf
+        out[start : start + chunk] = _k_smallest(d2, k)
+    return out
+
+
+def _k_smallest(d2: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k smallest entries per row, ties broken by lower index."""
+    kth = np.partition(d2, k - 1, axis=1)[:, k - 1 : k]  # (g, 1): the k-th smallest distance
+    below = d2 < kth
+    at = d2 == kth
+    need = k - below.sum(axis=1, keepdims=True)  # how many ties at the threshold to take
+    take = below | (at & (np.cumsum(at, axis=1) <= need))
+    cols = np.nonzero(take)[1].reshape(len(d2), k)  # exactly k per row, in index order
+    order = np.argsort(np.take_along_axis(d2, cols, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1)
+
+
+def group_scan(
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    *,
+    gridsize: int,
+    n_groups: int | Literal["all"],
+    neighbor_count: int | None,
+    sequential: bool,
+    seed: int,
+    n_subsample: int | None = None,
+    source: str | None = None,
+) -> Groups:
+    """Group scan positions ``x_px, y_px (M,)`` into ``n_groups`` samples of C = gridsize².
+
+    ``n_subsample`` first restricts the scan to a random subset (the first ones if
+    ``sequential``); ``n_groups = "all"`` seeds one group per remaining pattern. Seeds are a
+    random draw without replacement (the first ``n_groups`` if ``sequential``); for C > 1 each
+    seed's K = ``neighbor_count`` nearest other patterns form its pool, of which C are chosen
+    without replacement. One ``numpy.random.Generator(seed)`` drives every draw. Asking for more
+    groups than patterns, or C > K, raises ``DataError`` (``source`` names the file).
+    """
+    x = np.asarray(x_px, dtype=np.float64)
+    y = np.asarray(y_px, dtype=np.float64)
+    c = gridsize**2
+    rng = np.random.default_rng(seed)
+    pool = _pool(len(x), n_subsample, sequential, rng, source)
+    seeds = _seeds(len(pool), n_groups, sequential, rng, source)
+    if c == 1:
+        members = seeds[:, None]
+    else:
+        if neighbor_count is None or neighbor_count < c:
+            raise _fail(f"gridsize {gridsize} needs neighbor_count ≥ {c} (got {neighbor_count})", "neighbor_count", source)
+        if neighbor_count >= len(pool):
+            raise _fail(f"neighbor_count = {neighbor_count} needs more than the {len(pool)} patterns", "neighbor_count", source)
+        points = np.stack([x[pool], y[pool]], axis=-1)
+        candidates = nearest_neighbors(points, seeds, neighbor_count)  # (G, K)
+        pick = np.argsort(rng.random(candidates.shape), axis=1)[:, :c]  # C of K, no replacement
+        members = np.take_along_axis(candidates, pick, axis=1)
+    indices = pool[members].astype(np.int64)
+    coords = np.stack([x[indices], y[indices]], axis=-1)
+    offsets = coords.mean(axis=1)
+    return Groups(indices=indices, coords=coords, offsets=offsets, relative=-(coords - offsets[:, None, :]))

@@ -1,0 +1,198 @@
+"""Reader and writer of the PtychoPINN NPZ data contract (``docs/data_contracts.md`` upstream).
+
+Keys: ``diff3d`` (or ``diffraction``) ``(M, N, N)``; ``xcoords``, ``ycoords`` ``(M,)`` object
+pixels; ``probeGuess`` ``(N, N)`` (also ``(N, N, 1)``, ``(1, N, N)``); optional ``objectGuess``
+``(H, W)``, ``scan_index`` ``(M,)``, and this project's optional ``valid_mask`` ``(N, N)`` bool
+and ``nphotons`` scalar. Files open with ``allow_pickle=False``; every violation raises
+``DataError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ptycho_spec.errors import DataError
+from runner.data.scan import Scan
+
+Measurement = Literal["amplitude", "counts"]
+DIFFRACTION_KEYS = ("diff3d", "diffraction")
+
+
+class _Archive:
+    """The arrays of one NPZ file, each fetched once and checked, errors naming the file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                self.arrays = {k: self._fetch(npz, k) for k in npz.files}
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"cannot read as NPZ: {exc}", path=self.path) from exc
+
+    def _fetch(self, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+        try:
+            return npz[key]
+        except ValueError as exc:  # object arrays need pickle, which stays off
+            raise DataError(f"cannot load without pickle: {exc}", path=self.path, key=key) from exc
+
+    def fail(self, message: str, key: str | None = None) -> DataError:
+        return DataError(message, path=self.path, key=key)
+
+    def get(self, key: str, *, kind: str, ndim: tuple[int, ...]) -> np.ndarray | None:
+        """The array under ``key`` (None if absent), checked for dtype kind, rank and finiteness."""
+        if key not in self.arrays:
+            return None
+        arr = self.arrays[key]
+        if arr.dtype.kind not in kind:
+            raise self.fail(f"has dtype {arr.dtype}, expected one of kinds {kind!r}", key)
+        if arr.ndim not in ndim:
+            raise self.fail(f"has shape {arr.shape}, expected {' or '.join(f'{d}-D' for d in ndim)}", key)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            raise self.fail(f"holds {int((~np.isfinite(arr)).sum())} non-finite values", key)
+        return arr
+
+    def require(self, key: str, *, kind: str, ndim: tuple[int, ...]) -> np.ndarray:
+        arr = self.get(key, kind=kind, ndim=ndim)
+        if arr is None:
+            raise self.fail(f"missing required key (present: {', '.join(sorted(self.arrays))})", key)
+        return arr
+
+
+_REAL = "uif"
+_NUMERIC = "uifc"
+
+
+def _probe(arc: _Archive) -> np.ndarray:
+    """probeGuess as ``(N, N)`` complex64 from ``(N, N)``, ``(N, N, 1)`` or ``(1, N, N)``."""
+    probe = arc.require("probeGuess", kind=_NUMERIC, ndim=(2, 3))
+    if probe.ndim == 3:
+        if probe.shape[-1] == 1:
+            probe = probe[..., 0]
+        elif probe.shape[0] == 1:
+            probe = probe[0]
+        else:
+            raise arc.fail(f"has shape {probe.shape}; expected (N, N), (N, N, 1) or (1, N, N)", "probeGuess")
+    if probe.shape[0] != probe.shape[1]:
+        raise arc.fail(f"is {probe.shape[0]}×{probe.shape[1]}, not square", "probeGuess")
+    return probe.astype(np.complex64)
+
+
+def _diffraction(arc: _Archive, m: int, n: int) -> tuple[str, np.ndarray]:
+    """The diffraction stack as ``(M, N, N)``, transposing the legacy ``(N, N, M)`` layout."""
+    present = [k for k in DIFFRACTION_KEYS if k in arc.arrays]
+    if not present:
+        raise arc.fail(f"missing diffraction: none of {', '.join(DIFFRACTION_KEYS)} present", DIFFRACTION_KEYS[0])
+    key = present[0]
+    data = arc.require(key, kind=_REAL, ndim=(3,))
+    if len(present) == 2 and not np.array_equal(data, arc.arrays[present[1]]):
+        raise arc.fail(f"{present[0]} and {present[1]} both present and different; keep one", key)
+    standard, legacy = data.shape == (m, n, n), data.shape == (n, n, m)
+    if standard and legacy:
+        raise arc.fail(f"layout {data.shape} is ambiguous: M = N = {n} fits (M, N, N) and the legacy (N, N, M)", key)
+    if legacy:
+        data = np.moveaxis(data, -1, 0)
+    elif data.shape[0] == m and data.shape[1] == data.shape[2]:
+        side = data.shape[1]
+        raise arc.fail(f"is {n}×{n} but the patterns in {key} are {side}×{side}", "probeGuess")
+    elif not standard:
+        raise arc.fail(f"has shape {data.shape}; expected (M, N, N) = ({m}, {n}, {n}) from xcoords and probeGuess", key)
+    if (data < 0).any():
+        raise arc.fail(f"holds {int((data < 0).sum())} negative values", key)
+    return key, data
+
+
+def _coords(arc: _Archive) -> tuple[np.ndarray, np.ndarray]:
+    x = arc.require("xcoords", kind=_REAL, ndim=(1,)).astype(np.float64)
+    y = arc.require("ycoords", kind=_REAL, ndim=(1,)).astype(np.float64)
+    if x.shape != y.shape:
+        raise arc.fail(f"has {len(y)} entries, xcoords has {len(x)}", "ycoords")
+    return x, y
+
+
+def _to_amplitude(data: np.ndarray, measurement: Measurement) -> np.ndarray:
+    """Stored values → amplitude float32; counts are square-rooted in float64 (trap 16)."""
+    if measurement == "counts":
+        return np.sqrt(data.astype(np.float64)).astype(np.float32)
+    return data.astype(np.float32)
+
+
+def _optional_arrays(arc: _Archive, m: int, n: int) -> dict[str, np.ndarray | None]:
+    obj = arc.get("objectGuess", kind=_NUMERIC, ndim=(2,))
+    index = arc.get("scan_index", kind="iu", ndim=(1,))
+    if index is not None and index.shape != (m,):
+        raise arc.fail(f"has shape {index.shape}, expected ({m},)", "scan_index")
+    mask = arc.get("valid_mask", kind="b", ndim=(2,))
+    if mask is not None and mask.shape != (n, n):
+        raise arc.fail(f"has shape {mask.shape}, expected ({n}, {n})", "valid_mask")
+    return {
+        "object": None if obj is None else obj.astype(np.complex64),
+        "scan_index": np.zeros(m, np.int64) if index is None else index.astype(np.int64),
+        "valid_mask": mask,
+    }
+
+
+def read_npz(path: str | os.PathLike[str], *, measurement: Measurement) -> Scan:
+    """Read a scan in the PtychoPINN NPZ contract; ``measurement`` says what ``diff3d`` holds."""
+    arc = _Archive(path)
+    probe = _probe(arc)
+    x, y = _coords(arc)
+    _, data = _diffraction(arc, len(x), probe.shape[0])
+    return Scan(
+        amplitude=_to_amplitude(data, measurement),
+        x_px=x,
+        y_px=y,
+        probe=probe,
+        source=arc.path,
+        **_optional_arrays(arc, len(x), probe.shape[0]),
+    )
+
+
+def read_probe(path: str | os.PathLike[str]) -> np.ndarray:
+    """Only ``probeGuess`` of an NPZ (a probe file need not hold a scan): ``(N, N)`` complex64."""
+    return _probe(_Archive(path))
+
+
+def write_npz(
+    scan: Scan,
+    path: str | os.PathLike[str],
+    *,
+    measurement: Measurement = "amplitude",
+    nphotons: float | None = None,
+) -> None:
+    """Write ``scan`` in the contract, atomically (a temporary file renamed into place).
+
+    ``measurement="counts"`` stores X² (what ``read_npz(..., measurement="counts")`` turns back
+    into X). ``nphotons`` (photons per pattern), when given, is stored as a scalar.
+    """
+    amp = scan.amplitude.astype(np.float64)
+    arrays: dict[str, np.ndarray] = {
+        "diff3d": (amp**2 if measurement == "counts" else amp).astype(np.float32),
+        "xcoords": scan.x_px,
+        "ycoords": scan.y_px,
+        "probeGuess": scan.probe,
+        "scan_index": scan.scan_index,
+    }
+    optional = {"objectGuess": scan.object, "valid_mask": scan.valid_mask}
+    arrays.update({k: v for k, v in optional.items() if v is not None})
+    if nphotons is not None:
+        arrays["nphotons"] = np.float64(nphotons)
+    _save_atomically(Path(path), arrays)
+
+
+def _save_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Generators (by name, ``registry.py``) and ``PtychoPINN``, the generator composed with physics."""

@@ -1,0 +1,56 @@
+"""The scaling contract's constants (``specs/physics-contract.md``), frozen from the training set."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from attrs import field, frozen
+
+from ptycho_spec.schema import Model
+from runner.data.grouping import input_scale
+from runner.physics.probe import initial_gain, normalize_probe, probe_mask
+
+
+def _positive_finite(_inst: object, attribute: object, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        msg = f"{attribute.name} must be a positive finite number (got {value})"  # type: ignore[attr-defined]
+        raise ValueError(msg)
+
+
+@frozen(kw_only=True)
+class ScalingConstants:
+    """Plain floats the runner records with the run; together they fix every unit.
+
+    ``input_scale`` r: network input x = r·X, so the training set's mean Σx² is (N/2)².
+    ``photon_scale`` S = sqrt(nphotons)/(N/2): expected photons λ = (S·A)², measured k = (S·x)².
+    ``mean_photons`` Ī = nphotons: the Poisson loss is per photon, divided by this constant.
+    ``initial_gain`` g₀ = sqrt((N/2)²/Σ|M·P̂|²)/a₀, a₀ = ½: the start value of the output gain g.
+    """
+
+    input_scale: float = field(converter=float, validator=_positive_finite)
+    photon_scale: float = field(converter=float, validator=_positive_finite)
+    mean_photons: float = field(converter=float, validator=_positive_finite)
+    initial_gain: float = field(converter=float, validator=_positive_finite)
+
+    @classmethod
+    def from_training(
+        cls, amplitude: np.ndarray, *, model: Model, nphotons: float, probe: np.ndarray
+    ) -> ScalingConstants:
+        """Constants of a training set: measured amplitudes ``(M, N, N)`` (bad pixels already
+        zeroed), the resolved ``model``, the data's photons per pattern and the stored probe
+        ``(N, N)`` complex (normalized here exactly as ``PtychoPINN`` normalizes it)."""
+        n = int(model.N)
+        mask = probe_mask(n) if model.probe_mask else None
+        probe_hat = normalize_probe(torch.as_tensor(np.asarray(probe, np.complex64)), model.probe_scale, mask)
+        return cls(
+            input_scale=input_scale(amplitude, n),
+            photon_scale=math.sqrt(nphotons) / (n / 2),
+            mean_photons=nphotons,
+            initial_gain=initial_gain(probe_hat, mask),
+        )
+
+    def network_input(self, amplitude: np.ndarray) -> np.ndarray:
+        """x = r·X: measured amplitudes ``(..., N, N)`` → network units, float32."""
+        return (np.asarray(amplitude, dtype=np.float64) * self.input_scale).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Reconstruction of a full object from predicted patches."""
