@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -35,7 +34,7 @@ from ptycho_spec.tree import (
     iter_nodes,
     section_class,
 )
-from ptycho_spec.toml_lines import key_lines
+from ptycho_spec.toml_lines import decode_error, key_lines
 
 ENV_PREFIX: Final = "PTYCHO__"
 FILE_KEYS: Final = ("spec_version", "extends")  # top-level keys that belong to one file
@@ -146,16 +145,8 @@ def _parse(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message, line = _toml_error(exc)
+        message, line = decode_error(exc)
         raise SpecError([SpecIssue("", f"invalid TOML: {message}", Origin("spec", file=source, line=line))]) from None
-
-
-def _toml_error(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
-    """Message and line of a TOML syntax error (Python < 3.14 has no ``lineno``)."""
-    text = str(exc.args[0]) if exc.args else str(exc)
-    match = re.search(r"\s*\(at line (\d+), column \d+\)", text)
-    line = getattr(exc, "lineno", None) or (int(match.group(1)) if match else None)
-    return (text[: match.start()] if match else text), line
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from ptycho_spec import __version__
 from ptycho_spec.convert import structure, to_toml_tree
 from ptycho_spec.errors import LockError, Origin, SpecIssue
 from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
+from ptycho_spec.toml_lines import decode_error
 from ptycho_spec.tree import dotted, schema_leaves
 
 FORMAT_VERSION: Final = 1
@@ -289,7 +290,8 @@ def loads_lock(text: str, *, source: str = "<lock>") -> Lock:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        msg = f"{source}:{getattr(exc, 'lineno', 0) or 1}: not valid TOML: {exc.msg}"
+        message, line = decode_error(exc)
+        msg = f"{source}:{line}: not valid TOML: {message}" if line else f"{source}: not valid TOML: {message}"
         raise LockError(msg) from None
     try:
         return Lock.from_dict(data)

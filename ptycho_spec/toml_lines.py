@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from dataclasses import dataclass, field
 
 from ptycho_spec.tree import KeyPath
@@ -41,6 +42,14 @@ def key_lines(text: str) -> dict[KeyPath, int]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         _scan_line(line, lineno, state)
     return state.lines
+
+
+def decode_error(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
+    """Message and line of a TOML syntax error (Python < 3.14 has no ``lineno``)."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    match = re.search(r"\s*\(at line (\d+), column \d+\)", text)
+    line = getattr(exc, "lineno", None) or (int(match.group(1)) if match else None)
+    return (text[: match.start()] if match else text), line
 
 
 def _scan_line(line: str, lineno: int, state: _State) -> None:
