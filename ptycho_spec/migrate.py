@@ -15,9 +15,10 @@ from typing import Any, Final
 
 from attrs import frozen
 
+from ptycho_spec.convert import flatten
 from ptycho_spec.errors import Origin, SpecError, SpecIssue
 from ptycho_spec.rules import OPTIMIZER_PARAMS, SCHEDULER_PARAMS
-from ptycho_spec.schema import SPEC_VERSION
+from ptycho_spec.schema import SPEC_SECTIONS, SPEC_VERSION
 from ptycho_spec.tree import get_in, leaf_field, set_in
 
 YAML_SUFFIXES: Final = (".yaml", ".yml")
@@ -37,7 +38,7 @@ def spec_version_of(tree: Mapping[str, Any], *, source: str) -> int:
         return 0
     version = tree.get("spec_version")
     if version is None:
-        _fail(source, "spec_version", "spec_version is required; run `ptycho-spec migrate` for PtychoPINN configs")
+        _fail(source, "", "spec_version is required; run `ptycho-spec migrate` for PtychoPINN configs")
     if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= SPEC_VERSION:
         _fail(source, "spec_version", f"unsupported spec_version {json.dumps(version)}; this ptycho-spec reads 0 to {SPEC_VERSION}")
     return version
@@ -88,6 +89,7 @@ _V0_RENAMES: Final = MappingProxyType({
     )},
 })
 
+_PATH_KEYS: Final = frozenset({"data.train_file", "data.test_file", "run.output_dir"})
 _ANY: Final = object()
 # PtychoPINN settings v1 cannot express: dropped at their PtychoPINN default, else an error.
 _V0_UNSUPPORTED: Final = MappingProxyType({
@@ -113,7 +115,7 @@ def v0_to_v1(tree: dict[str, Any], source: str) -> tuple[dict[str, Any], list[st
     notes += _drop_inapplicable(out)
     if issues:
         raise SpecError([SpecIssue(i.path, i.message, Origin("spec", file=source)) for i in issues])
-    return out, notes
+    return {k: out[k] for k in ("spec_version", *SPEC_SECTIONS) if k in out}, notes
 
 
 def _v0_items(tree: Mapping[str, Any], source: str, issues: list[SpecIssue]) -> list[tuple[str, Any]]:
@@ -165,13 +167,29 @@ def _v0_set(
     aliases = attribute.metadata.get("value_aliases", {}) if attribute is not None else {}
     if isinstance(value, str) and value in aliases:
         value = aliases[value]
+    value = _yaml_number(value, attribute, key, notes)
     previous = get_in(out, path)
     if previous is not None and previous != value:
         issues.append(SpecIssue(key, f"conflicts with another key for {dotted_path} ({json.dumps(previous)})"))
         return
     set_in(out, path, value)
-    if key != path[-1] or key == "output_dir":
-        notes.append(f"{key} → {dotted_path}" + (" (relative to this file now, not to the working directory)" if "file" in dotted_path or "dir" in dotted_path else ""))
+    if key != path[-1]:
+        notes.append(f"{key} → {dotted_path}")
+    if dotted_path in _PATH_KEYS:
+        notes.append(f"{dotted_path} = {json.dumps(value)} is now relative to the spec's folder, not the working directory")
+
+
+def _yaml_number(value: Any, attribute: Any, key: str, notes: list[str]) -> Any:
+    """YAML 1.1 reads ``1.0e9`` (an exponent without a sign) as text; a number field takes
+    it as the number it spells."""
+    if not isinstance(value, str) or attribute is None or float not in flatten(attribute.type):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    notes.append(f"{key} = {json.dumps(value)} read as the number {number!r}")
+    return number
 
 
 def _v0_source_and_task(out: dict[str, Any]) -> None:
