@@ -262,7 +262,7 @@ class Data:
         AUTO,
         doc="K: nearest-neighbour pool from which gridsize² patterns form a group.",
         aliases=("K",),
-        auto='4 when model.gridsize > 1, "none" otherwise',
+        auto='4 (at least gridsize²) when model.gridsize > 1, "none" otherwise',
         checks=(ge(1),),
     )
     sequential_sampling: bool = setting(
