@@ -68,8 +68,13 @@ def main() -> int:
     heavy = heavy_imports(args.spec)
     print(f"ptycho-spec validate {args.spec.name} ({args.runs} runs)")
     print(f"{'measure':<34}{'median':>10}{'min':>10}{'max':>10}")
-    for name, times in (("command (subprocess, with startup)", command), ("validate_spec (in process)", inside)):
-        print(f"{name:<34}{statistics.median(times) * 1e3:>8.1f}ms{min(times) * 1e3:>8.1f}ms{max(times) * 1e3:>8.1f}ms")
+    for name, times in (
+        ("command (subprocess, with startup)", command),
+        ("validate_spec (in process)", inside),
+    ):
+        print(
+            f"{name:<34}{statistics.median(times) * 1e3:>8.1f}ms{min(times) * 1e3:>8.1f}ms{max(times) * 1e3:>8.1f}ms"
+        )
     print(f"torch/lightning imported: {heavy if heavy != '-' else 'no'}")
     return 0 if heavy == "-" else 1
 

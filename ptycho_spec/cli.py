@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     """The argument parser with one subparser per command."""
-    parser = argparse.ArgumentParser(prog="ptycho-spec", description="Declarative, reproducible PtychoPINN runs.")
+    parser = argparse.ArgumentParser(
+        prog="ptycho-spec", description="Declarative, reproducible PtychoPINN runs."
+    )
     parser.add_argument("--version", action="version", version=f"ptycho-spec {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
@@ -76,7 +78,11 @@ def _print_warnings(warnings: Sequence[SpecIssue]) -> None:
 
 def _add_sets(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a setting (TOML value syntax; repeatable), e.g. --set training.nepochs=5",
     )
 
@@ -85,12 +91,14 @@ def _add_sets(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (TOML, or PtychoPINN YAML)")
+    parser.add_argument(
+        "specs", nargs="+", metavar="SPEC", help="spec files (TOML, or PtychoPINN YAML)"
+    )
     _add_sets(parser)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ptycho_spec.compile import validate_spec  # noqa: PLC0415 - keeps --help fast
+    from ptycho_spec.compile import validate_spec
 
     status = 0
     for path in args.specs:
@@ -111,12 +119,17 @@ def _validate(args: argparse.Namespace) -> int:
 def _compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC")
     _add_sets(parser)
-    parser.add_argument("-o", "--output", metavar="LOCK", help="lock path (default: <spec stem>.lock.toml beside the spec; - for stdout)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="LOCK",
+        help="lock path (default: <spec stem>.lock.toml beside the spec; - for stdout)",
+    )
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from ptycho_spec.compile import compile_spec  # noqa: PLC0415
-    from ptycho_spec.lock import dumps_lock, write_lock  # noqa: PLC0415
+    from ptycho_spec.compile import compile_spec
+    from ptycho_spec.lock import dumps_lock, write_lock
 
     lock = compile_spec(args.spec, args.sets)
     _print_warnings(lock.warnings)
@@ -139,11 +152,11 @@ def _explain_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from ptycho_spec.compile import compile_layers  # noqa: PLC0415
-    from ptycho_spec.explain import explain  # noqa: PLC0415
-    from ptycho_spec.facts import read_host  # noqa: PLC0415
-    from ptycho_spec.load import load_layers  # noqa: PLC0415
-    from ptycho_spec.merge import merge  # noqa: PLC0415
+    from ptycho_spec.compile import compile_layers
+    from ptycho_spec.explain import explain
+    from ptycho_spec.facts import read_host
+    from ptycho_spec.load import load_layers
+    from ptycho_spec.merge import merge
 
     layers = load_layers(args.spec, args.sets, os.environ)
     lock = compile_layers(layers, read_host(os.environ))
@@ -161,7 +174,7 @@ def _diff_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from ptycho_spec.explain import diff  # noqa: PLC0415
+    from ptycho_spec.explain import diff
 
     a, b = _run_of(args.a), _run_of(args.b)
     lines = diff(a, b)
@@ -174,8 +187,8 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _run_of(path: str) -> Lock:
     """A lock file as written, or a spec compiled now."""
-    from ptycho_spec.compile import compile_spec  # noqa: PLC0415
-    from ptycho_spec.lock import read_lock  # noqa: PLC0415
+    from ptycho_spec.compile import compile_spec
+    from ptycho_spec.lock import read_lock
 
     return read_lock(path) if _is_lock(path) else compile_spec(path)
 
@@ -197,7 +210,7 @@ def _schema_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from ptycho_spec.schema_export import json_schema_text, markdown  # noqa: PLC0415
+    from ptycho_spec.schema_export import json_schema_text, markdown
 
     sys.stdout.write(json_schema_text() if args.format == "json" else markdown())
     return 0
@@ -208,24 +221,55 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from ptycho_spec.load import migrated_text  # noqa: PLC0415
+    from ptycho_spec.load import migrated_text
 
     try:
         with open(args.spec, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{args.spec}: cannot read: {exc}") from None
+        msg = f"{args.spec}: cannot read: {exc}"
+        raise UsageError(msg) from None
     sys.stdout.write(migrated_text(text, source=args.spec))
     return 0
 
 
 COMMANDS: Final[tuple[Command, ...]] = (
-    Command("validate", "check specs without opening data; print every problem", _validate_arguments, _validate),
-    Command("compile", "resolve a spec against its data and this host; write the lock", _compile_arguments, _compile),
-    Command("explain", "show a setting's final value and every layer that set it", _explain_arguments, _explain),
-    Command("diff", "compare two specs or locks setting by setting (exit 1 if they differ)", _diff_arguments, _diff),
-    Command("schema", "print the JSON Schema or the Markdown field reference of spec v1", _schema_arguments, _schema),
-    Command("migrate", "print a PtychoPINN config or older spec upgraded to spec v1", _migrate_arguments, _migrate),
+    Command(
+        "validate",
+        "check specs without opening data; print every problem",
+        _validate_arguments,
+        _validate,
+    ),
+    Command(
+        "compile",
+        "resolve a spec against its data and this host; write the lock",
+        _compile_arguments,
+        _compile,
+    ),
+    Command(
+        "explain",
+        "show a setting's final value and every layer that set it",
+        _explain_arguments,
+        _explain,
+    ),
+    Command(
+        "diff",
+        "compare two specs or locks setting by setting (exit 1 if they differ)",
+        _diff_arguments,
+        _diff,
+    ),
+    Command(
+        "schema",
+        "print the JSON Schema or the Markdown field reference of spec v1",
+        _schema_arguments,
+        _schema,
+    ),
+    Command(
+        "migrate",
+        "print a PtychoPINN config or older spec upgraded to spec v1",
+        _migrate_arguments,
+        _migrate,
+    ),
 )
 
 

@@ -53,10 +53,12 @@ def compile_run(layers: Sequence[Layer], facts: InputFacts, host: HostFacts) -> 
     resolution = resolve(checked.spec, checked.merged, facts, host)
     findings = list(resolution.findings)
     if resolution.resolved is not None:
-        findings += check(as_spec(resolution.resolved), _resolved_context(checked.merged, resolution, host))
+        findings += check(
+            as_spec(resolution.resolved), _resolved_context(checked.merged, resolution, host)
+        )
     findings = dedupe(findings)
     _raise_errors(findings)
-    assert resolution.resolved is not None  # noqa: S101 - no errors means it resolved
+    assert resolution.resolved is not None
     inputs = Inputs(
         specs=tuple(layer.file for layer in layers if layer.file is not None),
         data=tuple(f.input for f in facts.files),
@@ -68,7 +70,14 @@ def compile_run(layers: Sequence[Layer], facts: InputFacts, host: HostFacts) -> 
 def as_spec(resolved: Resolved) -> Spec:
     """A resolved run in the shape of a spec (for the rules, and for turning locks into specs)."""
     c = resolved.canonical
-    return Spec(run=c.run, data=c.data, model=c.model, training=c.training, inference=c.inference, execution=resolved.execution)
+    return Spec(
+        run=c.run,
+        data=c.data,
+        model=c.model,
+        training=c.training,
+        inference=c.inference,
+        execution=resolved.execution,
+    )
 
 
 def _resolved_context(merged: Merged, resolution: Resolution, host: HostFacts) -> Context:
@@ -91,13 +100,17 @@ def _warnings(earlier: list[SpecIssue], findings: Sequence[Finding]) -> tuple[Sp
 # --- the I/O wrappers -------------------------------------------------------------------------
 
 
-def validate_spec(path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Checked:
+def validate_spec(
+    path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> Checked:
     """Check a spec file with its bases, environment and ``--set`` layers; opens no data."""
     environ = os.environ if environ is None else environ
     return check_layers(load_layers(path, sets, environ), read_host(environ, full=False))
 
 
-def compile_spec(path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Lock:
+def compile_spec(
+    path: str, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> Lock:
     """Compile a spec file (with its bases, ``PTYCHO__*`` variables and ``--set`` arguments)
     against its data and this host."""
     environ = os.environ if environ is None else environ
@@ -112,16 +125,25 @@ def compile_layers(layers: Sequence[Layer], host: HostFacts) -> Lock:
     return compile_run(layers, read_inputs(input_paths(spec)), host)
 
 
-_ROLE_KEYS: Final = MappingProxyType({
-    "train": "data.train_file", "test": "data.test_file", "probe": "data.simulate.probe", "bundle": "inference.bundle",
-})
+_ROLE_KEYS: Final = MappingProxyType(
+    {
+        "train": "data.train_file",
+        "test": "data.test_file",
+        "probe": "data.simulate.probe",
+        "bundle": "inference.bundle",
+    }
+)
 
 
 def _check_files_exist(spec: Spec, merged: Merged) -> None:
     """A missing input file is a spec mistake, reported at the line that names it."""
     wanted = input_paths(spec)
     issues = [
-        SpecIssue(_ROLE_KEYS[role], f"no such file: {path}", merged.locate(tuple(_ROLE_KEYS[role].split("."))))
+        SpecIssue(
+            _ROLE_KEYS[role],
+            f"no such file: {path}",
+            merged.locate(tuple(_ROLE_KEYS[role].split("."))),
+        )
         for role, path in wanted.paths.items()
         if not os.path.isfile(path)
     ]

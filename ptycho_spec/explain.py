@@ -20,7 +20,11 @@ def run_settings(lock: Lock) -> dict[str, Any]:
     """Every resolved setting of a lock by spec key (``model.N``, ``execution.devices``)."""
     resolved = lock.resolved
     settings = {dotted(p): _get(resolved.canonical, p) for p, _ in schema_leaves(Canonical)}
-    settings |= {dotted(p): _get(resolved.execution, p[1:]) for p, _ in schema_leaves(Spec) if p[0] == "execution"}
+    settings |= {
+        dotted(p): _get(resolved.execution, p[1:])
+        for p, _ in schema_leaves(Spec)
+        if p[0] == "execution"
+    }
     return settings
 
 
@@ -30,7 +34,9 @@ def _get(obj: Any, path: KeyPath) -> Any:
     return obj
 
 
-def explain(key: str, lock: Lock, history: Mapping[KeyPath, Sequence[Setting]], *, source: str) -> str:
+def explain(
+    key: str, lock: Lock, history: Mapping[KeyPath, Sequence[Setting]], *, source: str
+) -> str:
     """The final value of ``key``, then every layer that set it, lowest first, with locations.
 
     ``source`` is the spec's path, for the diagnostic when ``key`` is not a setting.
@@ -40,7 +46,10 @@ def explain(key: str, lock: Lock, history: Mapping[KeyPath, Sequence[Setting]], 
         close = difflib.get_close_matches(key, list(settings), n=1, cutoff=0.6)
         hint = f'; did you mean "{close[0]}"?' if close else " (name one such as model.N)"
         raise SpecError([SpecIssue(key, f"not a setting{hint}", Origin("spec", file=source))])
-    rows = [(s.origin.layer, _location(s.origin), _shown(s.value)) for s in history.get(tuple(key.split(".")), ())]
+    rows = [
+        (s.origin.layer, _location(s.origin), _shown(s.value))
+        for s in history.get(tuple(key.split(".")), ())
+    ]
     final = lock.provenance.get(key)
     if final is not None and final.layer in ("inferred", "derived", "host", "bundle"):
         rows.append((final.layer, _location(final), _shown(settings[key])))
@@ -65,4 +74,8 @@ def _shown(value: Any) -> str:
 def diff(a: Lock, b: Lock) -> list[str]:
     """``key: a → b`` for every resolved setting that differs (empty when the runs match)."""
     left, right = run_settings(a), run_settings(b)
-    return [f"{key}: {_shown(left[key])} → {_shown(right[key])}" for key in left if left[key] != right[key]]
+    return [
+        f"{key}: {_shown(left[key])} → {_shown(right[key])}"
+        for key in left
+        if left[key] != right[key]
+    ]

@@ -108,7 +108,12 @@ def _read_simulate_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
 
 def _read_ptychodus_source(_paths: Mapping[str, str]) -> tuple[DataFile, ...]:
     raise SpecError(
-        [SpecIssue(path="data.source", message='data.source = "ptychodus" is provided by the interop module')]
+        [
+            SpecIssue(
+                path="data.source",
+                message='data.source = "ptychodus" is provided by the interop module',
+            )
+        ]
     )
 
 
@@ -127,7 +132,8 @@ def read_scan_npz(path: str, role: str) -> DataFile:
     arrays = npz_arrays(path)
     dkey = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
     if dkey is None:
-        raise DataError("no diffraction array (diff3d or diffraction)", path=path, key="diff3d")
+        msg = "no diffraction array (diff3d or diffraction)"
+        raise DataError(msg, path=path, key="diff3d")
     side = _probe_side(path, arrays)
     n_patterns = _check_diffraction_shape(path, dkey, arrays[dkey], side)
     for key in ("xcoords", "ycoords"):
@@ -149,20 +155,32 @@ def read_probe_npz(path: str) -> DataFile:
 
 def _data_input(path: str, role: str, arrays: Mapping[str, ArrayInfo]) -> DataInput:
     sha, size = file_digest(path)
-    return DataInput(role=role, path=path, sha256=sha, size=size, arrays=dict(sorted(arrays.items())))
+    return DataInput(
+        role=role, path=path, sha256=sha, size=size, arrays=dict(sorted(arrays.items()))
+    )
 
 
 def npz_arrays(path: str) -> dict[str, ArrayInfo]:
     """Key → shape and dtype of every array, read from the ``.npy`` headers only."""
-    import numpy as np  # noqa: PLC0415 - numpy is only needed when data is read
-
+    np = _numpy()
     try:
         with zipfile.ZipFile(path) as archive:
-            return {_member_key(i.filename): _npy_header(np, archive, i) for i in archive.infolist()}
+            return {
+                _member_key(i.filename): _npy_header(np, archive, i) for i in archive.infolist()
+            }
     except FileNotFoundError:
-        raise DataError("no such file", path=path) from None
+        msg = "no such file"
+        raise DataError(msg, path=path) from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"not a readable NPZ archive ({exc})", path=path) from None
+        msg = f"not a readable NPZ archive ({exc})"
+        raise DataError(msg, path=path) from None
+
+
+def _numpy() -> Any:
+    """numpy, imported on first use: ``validate`` imports this module but reads no data."""
+    import numpy
+
+    return numpy
 
 
 def _member_key(name: str) -> str:
@@ -172,7 +190,11 @@ def _member_key(name: str) -> str:
 def _npy_header(np: Any, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayInfo:
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        reader = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, _fortran, dtype = reader(member)
     if dtype.hasobject:
         msg = f"{_member_key(info.filename)}: object arrays are not allowed (they need pickle)"
@@ -181,8 +203,7 @@ def _npy_header(np: Any, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Arr
 
 
 def _open_npz(path: str) -> Any:
-    import numpy as np  # noqa: PLC0415
-
+    np = _numpy()
     return np.load(path, allow_pickle=False)
 
 
@@ -190,19 +211,22 @@ def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
     """Side of a square ``probeGuess``: ``(N, N)``, ``(N, N, 1)`` or ``(1, N, N)``."""
     info = arrays.get("probeGuess")
     if info is None:
-        raise DataError("no probeGuess array", path=path, key="probeGuess")
+        msg = "no probeGuess array"
+        raise DataError(msg, path=path, key="probeGuess")
     shape = info.shape
     if len(shape) == 3 and 1 in (shape[0], shape[2]):
         shape = shape[1:] if shape[0] == 1 else shape[:2]
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
-        raise DataError(f"probeGuess must be square (N, N), got shape {info.shape}", path=path, key="probeGuess")
+        msg = f"probeGuess must be square (N, N), got shape {info.shape}"
+        raise DataError(msg, path=path, key="probeGuess")
     return shape[0]
 
 
 def _check_diffraction_shape(path: str, key: str, info: ArrayInfo, side: int) -> int:
     """Diffraction must be ``(M, N, N)`` with N the probe side; returns M."""
     if len(info.shape) != 3 or info.shape[1] != info.shape[2] or info.shape[0] < 1:
-        raise DataError(f"must have shape (M, N, N), got {info.shape}", path=path, key=key)
+        msg = f"must have shape (M, N, N), got {info.shape}"
+        raise DataError(msg, path=path, key=key)
     if info.shape[1] != side:
         msg = f"patterns are {info.shape[1]}×{info.shape[2]} but probeGuess is {side}×{side}"
         raise DataError(msg, path=path, key=key)
@@ -212,25 +236,27 @@ def _check_diffraction_shape(path: str, key: str, info: ArrayInfo, side: int) ->
 def _check_coords(path: str, key: str, arrays: Mapping[str, ArrayInfo], n_patterns: int) -> None:
     info = arrays.get(key)
     if info is None:
-        raise DataError("missing scan coordinates", path=path, key=key)
+        msg = "missing scan coordinates"
+        raise DataError(msg, path=path, key=key)
     if info.shape != (n_patterns,):
-        raise DataError(f"must have shape ({n_patterns},), got {info.shape}", path=path, key=key)
+        msg = f"must have shape ({n_patterns},), got {info.shape}"
+        raise DataError(msg, path=path, key=key)
 
 
 def _check_finite(path: str, key: str, values: Any) -> None:
-    import numpy as np  # noqa: PLC0415
-
+    np = _numpy()
     if not np.isfinite(values).all():
-        raise DataError("holds non-finite values (NaN or inf)", path=path, key=key)
+        msg = "holds non-finite values (NaN or inf)"
+        raise DataError(msg, path=path, key=key)
 
 
 def _scan_facts(path: str, npz: Any, dkey: str, *, has_object: bool) -> ScanFacts:
-    import numpy as np  # noqa: PLC0415
-
+    np = _numpy()
     data = npz[dkey]
     _check_finite(path, dkey, data)
     if (data < 0).any():
-        raise DataError("holds negative values", path=path, key=dkey)
+        msg = "holds negative values"
+        raise DataError(msg, path=path, key=dkey)
     for key in ("xcoords", "ycoords"):
         _check_finite(path, key, npz[key])
     counts = _is_counts(np, data)
@@ -258,10 +284,12 @@ def _stored_nphotons(path: str, npz: Any) -> float | None:
         return None
     values = npz["nphotons"]
     if values.size != 1 or values.dtype.kind not in "iuf":
-        raise DataError(f"must be a single number, got shape {values.shape}", path=path, key="nphotons")
+        msg = f"must be a single number, got shape {values.shape}"
+        raise DataError(msg, path=path, key="nphotons")
     value = float(values.reshape(()))
     if not value > 0 or value == float("inf"):
-        raise DataError(f"must be a positive finite number, got {value}", path=path, key="nphotons")
+        msg = f"must be a positive finite number, got {value}"
+        raise DataError(msg, path=path, key="nphotons")
     return value
 
 
@@ -286,13 +314,16 @@ def read_bundle(path: str) -> tuple[Lock, DataFile]:
             info = _bundle_member(path, archive)
             text = archive.read(info).decode("utf-8")
     except FileNotFoundError:
-        raise DataError("no such file", path=path) from None
+        msg = "no such file"
+        raise DataError(msg, path=path) from None
     except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"not a model bundle ({exc})", path=path) from None
+        msg = f"not a model bundle ({exc})"
+        raise DataError(msg, path=path) from None
     try:
         lock = loads_lock(text, source=f"{path}[{BUNDLE_LOCK}]")
     except LockError as exc:
-        raise DataError(f"its lock is invalid: {exc}", path=path, key=BUNDLE_LOCK) from None
+        msg = f"its lock is invalid: {exc}"
+        raise DataError(msg, path=path, key=BUNDLE_LOCK) from None
     sha, size = file_digest(path)
     return lock, DataFile(input=DataInput(role="bundle", path=path, sha256=sha, size=size))
 
@@ -301,12 +332,15 @@ def _bundle_member(path: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
     for info in archive.infolist():
         name = info.filename
         if name.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", name):
-            raise DataError(f"unsafe member name {name!r}", path=path)
+            msg = f"unsafe member name {name!r}"
+            raise DataError(msg, path=path)
     info = next((i for i in archive.infolist() if i.filename == BUNDLE_LOCK), None)
     if info is None:
-        raise DataError("not a model bundle: no lock.toml member", path=path, key=BUNDLE_LOCK)
+        msg = "not a model bundle: no lock.toml member"
+        raise DataError(msg, path=path, key=BUNDLE_LOCK)
     if info.file_size > MAX_BUNDLE_LOCK_BYTES:
-        raise DataError(f"{BUNDLE_LOCK} is {info.file_size} bytes; a lock is far smaller", path=path)
+        msg = f"{BUNDLE_LOCK} is {info.file_size} bytes; a lock is far smaller"
+        raise DataError(msg, path=path)
     return info
 
 
@@ -337,8 +371,11 @@ def read_host(environ: Mapping[str, str], *, full: bool = True) -> HostFacts:
     accelerator, count = _accelerator(environ, cuda)
     installed = frozenset(p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None)
     host = HostFacts(
-        cwd=os.getcwd(), accelerator=accelerator, device_count=count,
-        terminal=sys.stderr.isatty(), installed=installed,
+        cwd=os.getcwd(),
+        accelerator=accelerator,
+        device_count=count,
+        terminal=sys.stderr.isatty(),
+        installed=installed,
     )
     return attrs.evolve(host, environment=read_environment(cuda)) if full else host
 
@@ -419,7 +456,7 @@ def _git_state(folder: str) -> tuple[str | None, bool | None]:
 
 def _git(folder: str, *args: str) -> str | None:
     try:
-        done = subprocess.run(  # noqa: S603 - fixed git arguments
+        done = subprocess.run(
             ["git", "-C", folder, *args], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired):

@@ -25,6 +25,7 @@ from ptycho_spec.errors import Origin, SpecError, SpecIssue, UsageError
 from ptycho_spec.lock import SpecInput
 from ptycho_spec.migrate import YAML_SUFFIXES, spec_version_of, upgrade
 from ptycho_spec.schema import SPEC_VERSION, Spec
+from ptycho_spec.toml_lines import decode_error, key_lines
 from ptycho_spec.tree import (
     KeyPath,
     aliases_of,
@@ -34,7 +35,6 @@ from ptycho_spec.tree import (
     iter_nodes,
     section_class,
 )
-from ptycho_spec.toml_lines import decode_error, key_lines
 
 ENV_PREFIX: Final = "PTYCHO__"
 FILE_KEYS: Final = ("spec_version", "extends")  # top-level keys that belong to one file
@@ -66,7 +66,9 @@ def load_layers(
 def default_layer() -> Layer:
     """The built-in defaults of spec v1."""
     tree = {k: v for k, v in to_toml_tree(Spec()).items() if k not in FILE_KEYS}
-    return Layer(kind="default", tree=tree, origins={p: Origin("default") for p, _ in iter_nodes(tree)})
+    return Layer(
+        kind="default", tree=tree, origins={p: Origin("default") for p, _ in iter_nodes(tree)}
+    )
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ def file_layers(path: str, kind: str = "spec", chain: tuple[str, ...] = ()) -> l
     """A spec file's layer preceded by the layers of its ``extends`` bases, recursively."""
     absolute = os.path.abspath(path)
     if absolute in chain:
-        cycle = " → ".join([*chain[chain.index(absolute):], absolute])
+        cycle = " → ".join([*chain[chain.index(absolute) :], absolute])
         raise SpecError([SpecIssue("extends", f"cycle: {cycle}", Origin(kind, file=path))])
     layer = read_spec(path, kind=kind)
     bases: list[Layer] = []
@@ -95,7 +97,9 @@ def read_spec(path: str, *, kind: str = "spec") -> Layer:
         with open(path, "rb") as handle:
             raw = handle.read()
     except OSError as exc:
-        raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}", Origin(kind, file=path))]) from None
+        raise SpecError(
+            [SpecIssue("", f"cannot read spec: {exc.strerror}", Origin(kind, file=path))]
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -115,14 +119,21 @@ def loads_spec(text: str, *, source: str, kind: str = "spec") -> Layer:
     if version < SPEC_VERSION:
         upgraded = upgrade(raw, version, source=source)
         raw, notes, lines = upgraded.tree, upgraded.notes, {}
-    migrated = [SpecIssue("", f"spec_version {version} → {SPEC_VERSION}: {n}", Origin(kind, file=source)) for n in notes]
+    migrated = [
+        SpecIssue("", f"spec_version {version} → {SPEC_VERSION}: {n}", Origin(kind, file=source))
+        for n in notes
+    ]
     extends_origin = Origin(kind, file=source, line=lines.get(("extends",)))
     extends, issues = _extends(raw.get("extends", []), extends_origin)
     tree = {k: v for k, v in raw.items() if k not in FILE_KEYS}
     layer = make_layer(kind, tree, lambda p: Origin(kind, file=source, line=lines.get(p)))
     return attrs.evolve(
-        layer, source=source, extends=extends, origins={**layer.origins, ("extends",): extends_origin},
-        issues=(*issues, *layer.issues), warnings=(*migrated, *layer.warnings),
+        layer,
+        source=source,
+        extends=extends,
+        origins={**layer.origins, ("extends",): extends_origin},
+        issues=(*issues, *layer.issues),
+        warnings=(*migrated, *layer.warnings),
     )
 
 
@@ -134,7 +145,9 @@ def migrated_text(text: str, *, source: str) -> str:
     if version == SPEC_VERSION:
         return text
     upgraded = upgrade(raw, version, source=source)
-    header = [f"# Migrated from {os.path.basename(source)} (spec_version {version}) by ptycho-spec {__version__}."]
+    header = [
+        f"# Migrated from {os.path.basename(source)} (spec_version {version}) by ptycho-spec {__version__}."
+    ]
     header += [f"# {note}" for note in upgraded.notes]
     return "\n".join(header) + "\n\n" + tomli_w.dumps(upgraded.tree)
 
@@ -146,20 +159,26 @@ def _parse(text: str, source: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message, line = decode_error(exc)
-        raise SpecError([SpecIssue("", f"invalid TOML: {message}", Origin("spec", file=source, line=line))]) from None
+        raise SpecError(
+            [SpecIssue("", f"invalid TOML: {message}", Origin("spec", file=source, line=line))]
+        ) from None
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:
-    import yaml  # noqa: PLC0415 - only PtychoPINN configs are YAML
+    import yaml
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise SpecError([SpecIssue("", f"invalid YAML: {exc}", Origin("spec", file=source, line=line))]) from None
+        raise SpecError(
+            [SpecIssue("", f"invalid YAML: {exc}", Origin("spec", file=source, line=line))]
+        ) from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise SpecError([SpecIssue("", "expected a mapping of settings", Origin("spec", file=source))])
+        raise SpecError(
+            [SpecIssue("", "expected a mapping of settings", Origin("spec", file=source))]
+        )
     return data
 
 
@@ -167,7 +186,9 @@ def _extends(value: Any, origin: Origin) -> tuple[tuple[str, ...], list[SpecIssu
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        return (), [SpecIssue("extends", f"expected an array of spec paths (got {show(value)})", origin)]
+        return (), [
+            SpecIssue("extends", f"expected an array of spec paths (got {show(value)})", origin)
+        ]
     return tuple(value), []
 
 
@@ -184,7 +205,9 @@ def make_layer(kind: str, tree: Mapping[str, Any], origin_of: Callable[[KeyPath]
     issues: list[SpecIssue] = []
     warnings: list[SpecIssue] = []
     _normalize(tree, Spec, (), (), _Sink(out, origins, issues, warnings, origin_of))
-    return Layer(kind=kind, tree=out, origins=origins, issues=tuple(issues), warnings=tuple(warnings))
+    return Layer(
+        kind=kind, tree=out, origins=origins, issues=tuple(issues), warnings=tuple(warnings)
+    )
 
 
 @frozen
@@ -198,7 +221,9 @@ class _Sink:
     origin_of: Callable[[KeyPath], Origin]
 
 
-def _normalize(table: Mapping[str, Any], cls: type | None, new: KeyPath, old: KeyPath, sink: _Sink) -> None:
+def _normalize(
+    table: Mapping[str, Any], cls: type | None, new: KeyPath, old: KeyPath, sink: _Sink
+) -> None:
     aliases = aliases_of(cls) if cls is not None else {}
     for key, value in table.items():
         name = aliases.get(key, key)
@@ -210,16 +235,35 @@ def _normalize(table: Mapping[str, Any], cls: type | None, new: KeyPath, old: Ke
         if name != key:
             msg = f"{key} is a deprecated alias; use {dotted((*new, name))}"
             sink.warnings.append(SpecIssue(dotted((*new, key)), msg, origin))
-        _put(table_value=value, cls=cls, name=name, new=(*new, name), old=(*old, key), sink=sink, origin=origin)
+        _put(
+            table_value=value,
+            cls=cls,
+            name=name,
+            new=(*new, name),
+            old=(*old, key),
+            sink=sink,
+            origin=origin,
+        )
 
 
-def _put(*, table_value: Any, cls: type | None, name: str, new: KeyPath, old: KeyPath, sink: _Sink, origin: Origin) -> None:
+def _put(
+    *,
+    table_value: Any,
+    cls: type | None,
+    name: str,
+    new: KeyPath,
+    old: KeyPath,
+    sink: _Sink,
+    origin: Origin,
+) -> None:
     attribute = fields_of(cls).get(name) if cls is not None else None
     sink.origins[new] = origin
     target = _subtable(sink.out, new[:-1])
     if isinstance(table_value, Mapping):
         target[name] = {}
-        child = section_class(attribute) if attribute is not None and is_section(attribute) else None
+        child = (
+            section_class(attribute) if attribute is not None and is_section(attribute) else None
+        )
         _normalize(table_value, child, new, old, sink)
         return
     value_aliases = attribute.metadata.get("value_aliases", {}) if attribute is not None else {}
@@ -243,19 +287,24 @@ def _subtable(tree: dict[str, Any], path: KeyPath) -> dict[str, Any]:
 def env_layer(environ: Mapping[str, str]) -> Layer | None:
     """``PTYCHO__SECTION__FIELD=value`` variables; names match fields case-insensitively."""
     entries = [
-        (name, _env_path(name), environ[name]) for name in sorted(environ) if name.startswith(ENV_PREFIX)
+        (name, _env_path(name), environ[name])
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX)
     ]
     return _overrides("env", entries) if entries else None
 
 
 def _env_path(name: str) -> KeyPath:
-    parts = name[len(ENV_PREFIX):].split("__")
+    parts = name[len(ENV_PREFIX) :].split("__")
     if not all(parts):
-        raise UsageError(f"{name}: expected PTYCHO__SECTION__FIELD (parts separated by two underscores)")
+        msg = f"{name}: expected PTYCHO__SECTION__FIELD (parts separated by two underscores)"
+        raise UsageError(msg)
     path: list[str] = []
     cls: type | None = Spec
     for part in parts:
-        names = {n.lower(): n for n in (*fields_of(cls), *aliases_of(cls))} if cls is not None else {}
+        names = (
+            {n.lower(): n for n in (*fields_of(cls), *aliases_of(cls))} if cls is not None else {}
+        )
         matched = names.get(part.lower(), part.lower())
         attribute = fields_of(cls).get(matched) if cls is not None else None
         cls = section_class(attribute) if attribute is not None and is_section(attribute) else None
@@ -276,10 +325,11 @@ def _set_arg(arg: str) -> tuple[KeyPath, str]:
     except tomllib.TOMLDecodeError:
         parsed = None
     if parsed is None:
-        raise UsageError(f"--set {arg}: expected section.key=value (a TOML key and value)")
+        msg = f"--set {arg}: expected section.key=value (a TOML key and value)"
+        raise UsageError(msg)
     path: list[str] = []
     while isinstance(parsed, dict):
-        (part, parsed), = parsed.items()
+        ((part, parsed),) = parsed.items()
         path.append(part)
     return tuple(path), raw.strip()
 
@@ -302,7 +352,11 @@ def _overrides(kind: str, entries: Iterable[tuple[str, KeyPath, str]]) -> Layer:
     for detail, path, raw in entries:
         clash = next((p for p in leaves if p[: len(path)] == path or path[: len(p)] == p), None)
         if clash is not None:
-            issues.append(SpecIssue(dotted(path), f"also set by {details[clash]}", Origin(kind, detail=detail)))
+            issues.append(
+                SpecIssue(
+                    dotted(path), f"also set by {details[clash]}", Origin(kind, detail=detail)
+                )
+            )
             continue
         _set_new(tree, path, parse_value(raw))
         leaves.append(path)

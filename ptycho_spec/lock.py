@@ -153,8 +153,12 @@ def make_lock(
     digest = _digest({**body, "lock": partial})
     header = Header(digest=digest, **partial)  # type: ignore[arg-type]
     return Lock(
-        header=header, resolved=resolved, provenance=dict(provenance), inputs=inputs,
-        environment=environment, warnings=warnings,
+        header=header,
+        resolved=resolved,
+        provenance=dict(provenance),
+        inputs=inputs,
+        environment=environment,
+        warnings=warnings,
     )
 
 
@@ -238,7 +242,8 @@ def _structure_lock(data: Mapping[str, Any]) -> Lock:
     except cattrs.BaseValidationError as exc:
         raise LockError("invalid lock: " + "; ".join(cattrs.transform_error(exc))) from None
     except (ValueError, TypeError) as exc:
-        raise LockError(f"invalid lock: {exc}") from None
+        msg = f"invalid lock: {exc}"
+        raise LockError(msg) from None
     _check_resolved(lock.resolved)
     return lock
 
@@ -253,7 +258,7 @@ def _check_resolved(resolved: Resolved) -> None:
         if attribute.metadata.get("auto") and _get(obj, path) == AUTO
     ]
     if unresolved:
-        msg = f"invalid lock: unresolved \"auto\" in {', '.join(unresolved)}"
+        msg = f'invalid lock: unresolved "auto" in {", ".join(unresolved)}'
         raise LockError(msg)
 
 
@@ -291,12 +296,17 @@ def loads_lock(text: str, *, source: str = "<lock>") -> Lock:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message, line = decode_error(exc)
-        msg = f"{source}:{line}: not valid TOML: {message}" if line else f"{source}: not valid TOML: {message}"
+        msg = (
+            f"{source}:{line}: not valid TOML: {message}"
+            if line
+            else f"{source}: not valid TOML: {message}"
+        )
         raise LockError(msg) from None
     try:
         return Lock.from_dict(data)
     except LockError as exc:
-        raise LockError(f"{source}: {exc}") from None
+        msg_0 = f"{source}: {exc}"
+        raise LockError(msg_0) from None
 
 
 def read_lock(path: str | os.PathLike[str]) -> Lock:

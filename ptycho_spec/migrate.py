@@ -38,9 +38,19 @@ def spec_version_of(tree: Mapping[str, Any], *, source: str) -> int:
         return 0
     version = tree.get("spec_version")
     if version is None:
-        _fail(source, "", "spec_version is required; run `ptycho-spec migrate` for PtychoPINN configs")
-    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= SPEC_VERSION:
-        _fail(source, "spec_version", f"unsupported spec_version {json.dumps(version)}; this ptycho-spec reads 0 to {SPEC_VERSION}")
+        _fail(
+            source, "", "spec_version is required; run `ptycho-spec migrate` for PtychoPINN configs"
+        )
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not 0 <= version <= SPEC_VERSION
+    ):
+        _fail(
+            source,
+            "spec_version",
+            f"unsupported spec_version {json.dumps(version)}; this ptycho-spec reads 0 to {SPEC_VERSION}",
+        )
     return version
 
 
@@ -60,48 +70,102 @@ def _fail(source: str, path: str, message: str) -> None:
 
 # --- version 0: PtychoPINN TrainingConfig -----------------------------------------------------
 
-_V0_MODEL_KEYS: Final = frozenset({
-    "N", "gridsize", "n_filters_scale", "model_type", "architecture", "amp_activation",
-    "object_big", "probe_big", "probe_mask", "pad_object", "probe_scale",
-    "gaussian_smoothing_sigma", "probe_trainable", "intensity_scale_trainable",
-})
+_V0_MODEL_KEYS: Final = frozenset(
+    {
+        "N",
+        "gridsize",
+        "n_filters_scale",
+        "model_type",
+        "architecture",
+        "amp_activation",
+        "object_big",
+        "probe_big",
+        "probe_mask",
+        "pad_object",
+        "probe_scale",
+        "gaussian_smoothing_sigma",
+        "probe_trainable",
+        "intensity_scale_trainable",
+    }
+)
 
 # PtychoPINN key (TrainingConfig field or legacy params.cfg name) → v1 key path
-_V0_RENAMES: Final = MappingProxyType({
-    "train_data_file": "data.train_file", "train_data_file_path": "data.train_file",
-    "test_data_file": "data.test_file", "test_data_file_path": "data.test_file",
-    "n_groups": "data.n_groups", "n_images": "data.n_groups",
-    "n_subsample": "data.n_subsample", "neighbor_count": "data.neighbor_count",
-    "sequential_sampling": "data.sequential_sampling",
-    "output_dir": "run.output_dir", "output_prefix": "run.output_dir",
-    "subsample_seed": "run.seed",
-    "torch_loss_mode": "training.loss",
-    "lr_warmup_epochs": "training.warmup_epochs", "lr_min_ratio": "training.min_lr_ratio",
-    "object.big": "model.object_big", "probe.big": "model.probe_big",
-    "probe.mask": "model.probe_mask", "probe.trainable": "model.probe_trainable",
-    "intensity_scale.trainable": "model.intensity_scale_trainable",
-    **{k: f"model.{k}" for k in _V0_MODEL_KEYS},
-    **{k: f"training.{k}" for k in (
-        "batch_size", "nepochs", "mae_weight", "nll_weight", "realspace_weight", "nphotons",
-        "learning_rate", "optimizer", "momentum", "weight_decay", "adam_beta1", "adam_beta2",
-        "scheduler", "gradient_clip_val", "gradient_clip_algorithm", "plateau_factor",
-        "plateau_patience", "plateau_min_lr", "plateau_threshold",
-    )},
-})
+_V0_RENAMES: Final = MappingProxyType(
+    {
+        "train_data_file": "data.train_file",
+        "train_data_file_path": "data.train_file",
+        "test_data_file": "data.test_file",
+        "test_data_file_path": "data.test_file",
+        "n_groups": "data.n_groups",
+        "n_images": "data.n_groups",
+        "n_subsample": "data.n_subsample",
+        "neighbor_count": "data.neighbor_count",
+        "sequential_sampling": "data.sequential_sampling",
+        "output_dir": "run.output_dir",
+        "output_prefix": "run.output_dir",
+        "subsample_seed": "run.seed",
+        "torch_loss_mode": "training.loss",
+        "lr_warmup_epochs": "training.warmup_epochs",
+        "lr_min_ratio": "training.min_lr_ratio",
+        "object.big": "model.object_big",
+        "probe.big": "model.probe_big",
+        "probe.mask": "model.probe_mask",
+        "probe.trainable": "model.probe_trainable",
+        "intensity_scale.trainable": "model.intensity_scale_trainable",
+        **{k: f"model.{k}" for k in _V0_MODEL_KEYS},
+        **{
+            k: f"training.{k}"
+            for k in (
+                "batch_size",
+                "nepochs",
+                "mae_weight",
+                "nll_weight",
+                "realspace_weight",
+                "nphotons",
+                "learning_rate",
+                "optimizer",
+                "momentum",
+                "weight_decay",
+                "adam_beta1",
+                "adam_beta2",
+                "scheduler",
+                "gradient_clip_val",
+                "gradient_clip_algorithm",
+                "plateau_factor",
+                "plateau_patience",
+                "plateau_min_lr",
+                "plateau_threshold",
+            )
+        },
+    }
+)
 
 _PATH_KEYS: Final = frozenset({"data.train_file", "data.test_file", "run.output_dir"})
 _ANY: Final = object()
 # PtychoPINN settings v1 cannot express: dropped at their PtychoPINN default, else an error.
-_V0_UNSUPPORTED: Final = MappingProxyType({
-    "backend": _ANY,  # ptycho-spec always runs the PyTorch backend
-    "positions_provided": True, "positions.provided": True,
-    "realspace_mae_weight": 0.0, "torch_mae_pred_l2_match_target": False,
-    "enable_oversampling": False, "neighbor_pool_size": None,
-    "architecture": "cnn", "fno_modes": 12, "fno_width": 32, "fno_blocks": 4, "fno_cnn_blocks": 2,
-    "learned_input_channels": 1, "max_hidden_channels": None, "resnet_width": None,
-    "fno_input_transform": "none", "generator_output_mode": "real_imag",
-    "probe_mask_sigma": 1.0, "probe_mask_diameter": None,
-})
+_V0_UNSUPPORTED: Final = MappingProxyType(
+    {
+        "backend": _ANY,  # ptycho-spec always runs the PyTorch backend
+        "positions_provided": True,
+        "positions.provided": True,
+        "realspace_mae_weight": 0.0,
+        "torch_mae_pred_l2_match_target": False,
+        "enable_oversampling": False,
+        "neighbor_pool_size": None,
+        "architecture": "cnn",
+        "fno_modes": 12,
+        "fno_width": 32,
+        "fno_blocks": 4,
+        "fno_cnn_blocks": 2,
+        "learned_input_channels": 1,
+        "max_hidden_channels": None,
+        "resnet_width": None,
+        "fno_input_transform": "none",
+        "generator_output_mode": "real_imag",
+        "probe_mask_sigma": 1.0,
+        "probe_mask_diameter": None,
+    }
+)
 
 
 def v0_to_v1(tree: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
@@ -118,7 +182,9 @@ def v0_to_v1(tree: dict[str, Any], source: str) -> tuple[dict[str, Any], list[st
     return {k: out[k] for k in ("spec_version", *SPEC_SECTIONS) if k in out}, notes
 
 
-def _v0_items(tree: Mapping[str, Any], source: str, issues: list[SpecIssue]) -> list[tuple[str, Any]]:
+def _v0_items(
+    tree: Mapping[str, Any], source: str, issues: list[SpecIssue]
+) -> list[tuple[str, Any]]:
     """Flatten ``model:`` into the top level; refuse a key given both ways with two values."""
     model = tree.get("model", {})
     if not isinstance(model, Mapping):
@@ -126,19 +192,25 @@ def _v0_items(tree: Mapping[str, Any], source: str, issues: list[SpecIssue]) -> 
     items = [(k, v) for k, v in tree.items() if k not in ("model", "spec_version")]
     for key, value in model.items():
         if key in tree and tree[key] != value:
-            issues.append(SpecIssue(f"model.{key}", f"also set at the top level to {json.dumps(tree[key])}"))
+            issues.append(
+                SpecIssue(f"model.{key}", f"also set at the top level to {json.dumps(tree[key])}")
+            )
         elif key not in tree:
             items.append((key, value))
     return items
 
 
-def _v0_key(out: dict[str, Any], key: str, value: Any, issues: list[SpecIssue], notes: list[str]) -> None:
+def _v0_key(
+    out: dict[str, Any], key: str, value: Any, issues: list[SpecIssue], notes: list[str]
+) -> None:
     if key in _V0_UNSUPPORTED:
         _v0_unsupported(key, value, issues, notes)
     elif value is None:
         return  # PtychoPINN's "unset": the v1 default applies
     elif key not in _V0_RENAMES:
-        issues.append(SpecIssue(key, "is not a PtychoPINN TrainingConfig setting ptycho-spec knows"))
+        issues.append(
+            SpecIssue(key, "is not a PtychoPINN TrainingConfig setting ptycho-spec knows")
+        )
     else:
         _v0_set(out, _V0_RENAMES[key], _v0_value(key, value, issues), key, issues, notes)
 
@@ -148,7 +220,12 @@ def _v0_unsupported(key: str, value: Any, issues: list[SpecIssue], notes: list[s
     if default is _ANY or value == default:
         notes.append(f"{key} = {json.dumps(value)} dropped: it has no counterpart in spec v1")
     else:
-        issues.append(SpecIssue(key, f"= {json.dumps(value)} cannot be represented in spec v1 (only {json.dumps(default)})"))
+        issues.append(
+            SpecIssue(
+                key,
+                f"= {json.dumps(value)} cannot be represented in spec v1 (only {json.dumps(default)})",
+            )
+        )
 
 
 def _v0_value(key: str, value: Any, issues: list[SpecIssue]) -> Any:
@@ -160,7 +237,12 @@ def _v0_value(key: str, value: Any, issues: list[SpecIssue]) -> Any:
 
 
 def _v0_set(
-    out: dict[str, Any], dotted_path: str, value: Any, key: str, issues: list[SpecIssue], notes: list[str]
+    out: dict[str, Any],
+    dotted_path: str,
+    value: Any,
+    key: str,
+    issues: list[SpecIssue],
+    notes: list[str],
 ) -> None:
     path = tuple(dotted_path.split("."))
     attribute = leaf_field(path)
@@ -170,13 +252,17 @@ def _v0_set(
     value = _yaml_number(value, attribute, key, notes)
     previous = get_in(out, path)
     if previous is not None and previous != value:
-        issues.append(SpecIssue(key, f"conflicts with another key for {dotted_path} ({json.dumps(previous)})"))
+        issues.append(
+            SpecIssue(key, f"conflicts with another key for {dotted_path} ({json.dumps(previous)})")
+        )
         return
     set_in(out, path, value)
     if key != path[-1]:
         notes.append(f"{key} → {dotted_path}")
     if dotted_path in _PATH_KEYS:
-        notes.append(f"{dotted_path} = {json.dumps(value)} is now relative to the spec's folder, not the working directory")
+        notes.append(
+            f"{dotted_path} = {json.dumps(value)} is now relative to the spec's folder, not the working directory"
+        )
 
 
 def _yaml_number(value: Any, attribute: Any, key: str, notes: list[str]) -> Any:
@@ -216,7 +302,11 @@ def _drop_inapplicable(out: dict[str, Any]) -> list[str]:
     notes = [_drop(training, "training", k) for k in drop if k in training]
     if model.get("gridsize", 1) == 1:
         notes += [_drop(model, "model", "object_big")] if model.get("object_big") is True else []
-        notes += [_drop(out.get("data", {}), "data", "neighbor_count")] if "neighbor_count" in out.get("data", {}) else []
+        notes += (
+            [_drop(out.get("data", {}), "data", "neighbor_count")]
+            if "neighbor_count" in out.get("data", {})
+            else []
+        )
     return notes
 
 

@@ -38,15 +38,29 @@ DEFAULT_INFER_BATCH: Final = 64
 DEFAULT_NPHOTONS: Final = 1e9
 SIMULATED_PROBE_N: Final = 64
 # Values that "auto" takes for optimizer and scheduler parameters that apply.
-PARAM_DEFAULTS: Final = MappingProxyType({
-    "momentum": 0.9, "adam_beta1": 0.9, "adam_beta2": 0.999,
-    "plateau_factor": 0.5, "plateau_patience": 2, "plateau_min_lr": 5e-5, "plateau_threshold": 0.0,
-    "exponential_gamma": 0.95, "warmup_epochs": 1, "min_lr_ratio": 0.1,
-})
+PARAM_DEFAULTS: Final = MappingProxyType(
+    {
+        "momentum": 0.9,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "plateau_factor": 0.5,
+        "plateau_patience": 2,
+        "plateau_min_lr": 5e-5,
+        "plateau_threshold": 0.0,
+        "exponential_gamma": 0.95,
+        "warmup_epochs": 1,
+        "min_lr_ratio": 0.1,
+    }
+)
 # Settings that name files; relative values resolve against the folder of the file that set them.
 PATH_FIELDS: Final = (
-    ("run", "output_dir"), ("data", "train_file"), ("data", "test_file"), ("data", "simulate", "probe"),
-    ("data", "ptychodus", "product_file"), ("data", "ptychodus", "diffraction_file"), ("inference", "bundle"),
+    ("run", "output_dir"),
+    ("data", "train_file"),
+    ("data", "test_file"),
+    ("data", "simulate", "probe"),
+    ("data", "ptychodus", "product_file"),
+    ("data", "ptychodus", "diffraction_file"),
+    ("inference", "bundle"),
 )
 
 
@@ -109,10 +123,14 @@ def input_paths(spec: Spec) -> InputPaths:
     candidates = {
         "train": data.train_file if data.source == "npz" else None,
         "test": data.test_file if data.source == "npz" else None,
-        "probe": data.simulate.probe if data.source == "simulate" and data.simulate.probe != "disk" else None,
+        "probe": data.simulate.probe
+        if data.source == "simulate" and data.simulate.probe != "disk"
+        else None,
         "bundle": spec.inference.bundle if spec.run.task == "infer" else None,
     }
-    return InputPaths(source=data.source, paths={k: v for k, v in candidates.items() if v is not None})
+    return InputPaths(
+        source=data.source, paths={k: v for k, v in candidates.items() if v is not None}
+    )
 
 
 def evolve_in(obj: Any, path: KeyPath, value: Any) -> Any:
@@ -152,7 +170,9 @@ class _Run:
     def error(self, path: str, message: str, *others: str, warning: bool = False) -> None:
         ctx = Context(origin=self.origin, explicit=self.merged.explicit)
         at = self.merged.locate(_key(path))
-        self.findings.append(finding(self.spec, ctx, path, message, *others, warning=warning, at=at))
+        self.findings.append(
+            finding(self.spec, ctx, path, message, *others, warning=warning, at=at)
+        )
 
     @property
     def training_task(self) -> bool:
@@ -184,8 +204,12 @@ def _assemble(run: _Run) -> Resolved:
     spec, seed = run.spec, run.spec.run.seed
     seeds = Seeds(**{f.name: derive_seed(seed, f.name) for f in attrs.fields(Seeds)})
     canonical = Canonical(
-        run=spec.run, seeds=seeds, data=spec.data, model=spec.model,
-        training=spec.training, inference=spec.inference,
+        run=spec.run,
+        seeds=seeds,
+        data=spec.data,
+        model=spec.model,
+        training=spec.training,
+        inference=spec.inference,
     )
     return Resolved(canonical=canonical, execution=spec.execution)
 
@@ -220,7 +244,9 @@ def _bundle(run: _Run) -> None:
         run.error("inference.bundle", "its lock was not read")
         return
     origin = Origin("bundle", file=run.spec.inference.bundle)
-    run.spec = attrs.evolve(run.spec, model=lock.resolved.canonical.model, training=lock.resolved.canonical.training)
+    run.spec = attrs.evolve(
+        run.spec, model=lock.resolved.canonical.model, training=lock.resolved.canonical.training
+    )
     for path, _attribute in schema_leaves(Spec):
         if path[0] in ("model", "training"):
             run.provenance[path] = origin
@@ -264,12 +290,18 @@ def _model_size(run: _Run) -> None:
     elif n == AUTO:
         side, path = evidence[0]
         if side not in SUPPORTED_N:
-            run.error("model.N", f"probeGuess in {path} is {side}×{side}; N must be one of {', '.join(map(str, SUPPORTED_N))}")
+            run.error(
+                "model.N",
+                f"probeGuess in {path} is {side}×{side}; N must be one of {', '.join(map(str, SUPPORTED_N))}",
+            )
             return
         run.set("model.N", side, Origin("inferred", file=path, detail=f"probeGuess {side}×{side}"))
     for side, path in evidence:
         if side != run.spec.model.N:
-            run.error("model.N", f"{run.spec.model.N} ({_where(run, 'model.N')}) contradicts probeGuess {side}×{side} ({path})")
+            run.error(
+                "model.N",
+                f"{run.spec.model.N} ({_where(run, 'model.N')}) contradicts probeGuess {side}×{side} ({path})",
+            )
 
 
 def _where(run: _Run, dotted_path: str) -> str:
@@ -280,25 +312,36 @@ def _measurement(run: _Run) -> None:
     value = run.spec.data.measurement
     if run.spec.data.source == "simulate":
         if value == "counts":
-            run.error("data.measurement", 'simulated patterns are amplitudes; leave it "auto"', "data.source")
+            run.error(
+                "data.measurement",
+                'simulated patterns are amplitudes; leave it "auto"',
+                "data.source",
+            )
         run.set("data.measurement", "amplitude", _derived("simulated patterns are amplitudes"))
         return
     kinds = {(f.scan.measurement, f.input.path) for f in _scan_files(run) if f.scan}
     if len({k for k, _ in kinds}) > 1:
-        raise DataError("training and test files hold different measurements: " + ", ".join(f"{p}: {k}" for k, p in sorted(kinds)))
+        raise DataError(
+            "training and test files hold different measurements: "
+            + ", ".join(f"{p}: {k}" for k, p in sorted(kinds))
+        )
     if not kinds:
         return
     kind, path = min(kinds)
     if value != AUTO and value != kind:
         raise DataError(_measurement_message(run, value, kind), path=path)
     if value == AUTO:
-        run.set("data.measurement", kind, Origin("inferred", file=path, detail=_MEASUREMENT_WHY[kind]))
+        run.set(
+            "data.measurement", kind, Origin("inferred", file=path, detail=_MEASUREMENT_WHY[kind])
+        )
 
 
-_MEASUREMENT_WHY: Final = MappingProxyType({
-    "counts": "integer-valued diffraction",
-    "amplitude": "non-integer diffraction values",
-})
+_MEASUREMENT_WHY: Final = MappingProxyType(
+    {
+        "counts": "integer-valued diffraction",
+        "amplitude": "non-integer diffraction values",
+    }
+)
 
 
 def _measurement_message(run: _Run, value: str, kind: str) -> str:
@@ -322,25 +365,50 @@ def _nphotons_simulated(run: _Run) -> None:
     if value == AUTO:
         run.set("training.nphotons", simulated, _derived("data.simulate.nphotons"))
     elif value != simulated:
-        run.error("training.nphotons", "differs from the simulated photon count; leave it \"auto\"", "data.simulate.nphotons")
+        run.error(
+            "training.nphotons",
+            'differs from the simulated photon count; leave it "auto"',
+            "data.simulate.nphotons",
+        )
 
 
 def _nphotons_from_file(run: _Run, file: DataFile) -> None:
     scan, value, path = file.scan, run.spec.training.nphotons, file.input.path
-    assert scan is not None  # noqa: S101 - filtered by the caller
-    if scan.nphotons is not None and value != AUTO and abs(value - scan.nphotons) > 1e-9 * scan.nphotons:
-        run.error("training.nphotons", f"{show(value)} contradicts the nphotons array {scan.nphotons!r} in {path}")
+    assert scan is not None
+    if (
+        scan.nphotons is not None
+        and value != AUTO
+        and abs(value - scan.nphotons) > 1e-9 * scan.nphotons
+    ):
+        run.error(
+            "training.nphotons",
+            f"{show(value)} contradicts the nphotons array {scan.nphotons!r} in {path}",
+        )
     if value != AUTO:
         return
     if scan.measurement == "counts" and scan.mean_counts is not None:
         if scan.mean_counts <= 0:
-            run.error("training.nphotons", f"cannot be inferred: the patterns in {path} hold no counts")
+            run.error(
+                "training.nphotons", f"cannot be inferred: the patterns in {path} hold no counts"
+            )
             return
-        run.set("training.nphotons", scan.mean_counts, Origin("inferred", file=path, detail="mean counts per pattern"))
+        run.set(
+            "training.nphotons",
+            scan.mean_counts,
+            Origin("inferred", file=path, detail="mean counts per pattern"),
+        )
     elif scan.nphotons is not None:
-        run.set("training.nphotons", scan.nphotons, Origin("inferred", file=path, detail="nphotons array"))
+        run.set(
+            "training.nphotons",
+            scan.nphotons,
+            Origin("inferred", file=path, detail="nphotons array"),
+        )
     else:
-        run.set("training.nphotons", DEFAULT_NPHOTONS, _derived("default for amplitude data without nphotons"))
+        run.set(
+            "training.nphotons",
+            DEFAULT_NPHOTONS,
+            _derived("default for amplitude data without nphotons"),
+        )
 
 
 def _patterns(run: _Run, role: str) -> tuple[int, str] | None:
@@ -348,7 +416,11 @@ def _patterns(run: _Run, role: str) -> tuple[int, str] | None:
     data, n = run.spec.data, run.spec.model.N
     if data.source == "simulate" and isinstance(n, int):
         sim = data.simulate
-        step, objects = (sim.scan_step_train, sim.n_train_objects) if role == "train" else (sim.scan_step_test, sim.n_test_objects)
+        step, objects = (
+            (sim.scan_step_train, sim.n_train_objects)
+            if role == "train"
+            else (sim.scan_step_test, sim.n_test_objects)
+        )
         return raster_count(sim.object_size, n, step, objects), f"simulated {role} scans"
     file = run.facts.get(role if data.test_fraction is None else "train")
     if file is None or file.scan is None:
@@ -357,7 +429,9 @@ def _patterns(run: _Run, role: str) -> tuple[int, str] | None:
     if data.test_fraction is None:
         return total, file.input.path
     n_train, n_test = split_counts(total, data.test_fraction)
-    return (n_train if role == "train" else n_test), f"{file.input.path} split by data.test_fraction"
+    return (
+        n_train if role == "train" else n_test
+    ), f"{file.input.path} split by data.test_fraction"
 
 
 def _groups(run: _Run) -> None:
@@ -372,15 +446,25 @@ def _groups(run: _Run) -> None:
     elif value == AUTO:
         run.set("data.n_groups", DEFAULT_TRAIN_GROUPS, _derived("default for training"))
     if run.spec.data.n_groups > count:
-        run.error("data.n_groups", f'{run.spec.data.n_groups} exceeds the {count} patterns of {source}; set "all" or fewer')
+        run.error(
+            "data.n_groups",
+            f'{run.spec.data.n_groups} exceeds the {count} patterns of {source}; set "all" or fewer',
+        )
 
 
 def _supervised_labels(run: _Run) -> None:
-    if run.spec.model.model_type != "supervised" or run.spec.data.source != "npz" or not run.training_task:
+    if (
+        run.spec.model.model_type != "supervised"
+        or run.spec.data.source != "npz"
+        or not run.training_task
+    ):
         return
     for file in _scan_files(run):
         if file.scan is not None and not file.scan.has_object:
-            run.error("model.model_type", f"\"supervised\" needs ground truth (objectGuess) in {file.input.path}")
+            run.error(
+                "model.model_type",
+                f'"supervised" needs ground truth (objectGuess) in {file.input.path}',
+            )
 
 
 # --- settings derived from settings -----------------------------------------------------------
@@ -394,22 +478,47 @@ def _derive(run: _Run, path: str, value: Any, because: str) -> None:
 def _model_flags(run: _Run) -> None:
     gridsize = run.spec.model.gridsize
     _derive(run, "model.object_big", gridsize > 1, f"model.gridsize = {gridsize}")
-    _derive(run, "data.neighbor_count", max(4, gridsize**2) if gridsize > 1 else None, f"model.gridsize = {gridsize}")
+    _derive(
+        run,
+        "data.neighbor_count",
+        max(4, gridsize**2) if gridsize > 1 else None,
+        f"model.gridsize = {gridsize}",
+    )
 
 
 def _training(run: _Run) -> None:
     training = run.spec.training
-    _derive(run, "training.nll_weight", 1.0 if training.loss == "poisson" else 0.0, f"training.loss = {training.loss}")
-    _derive(run, "training.mae_weight", 1.0 if training.loss == "mae" else 0.0, f"training.loss = {training.loss}")
+    _derive(
+        run,
+        "training.nll_weight",
+        1.0 if training.loss == "poisson" else 0.0,
+        f"training.loss = {training.loss}",
+    )
+    _derive(
+        run,
+        "training.mae_weight",
+        1.0 if training.loss == "mae" else 0.0,
+        f"training.loss = {training.loss}",
+    )
     for name, users in OPTIMIZER_PARAMS.items():
         applies = training.optimizer in users
-        _derive(run, f"training.{name}", PARAM_DEFAULTS[name] if applies else None, f"training.optimizer = {training.optimizer}")
+        _derive(
+            run,
+            f"training.{name}",
+            PARAM_DEFAULTS[name] if applies else None,
+            f"training.optimizer = {training.optimizer}",
+        )
     for scheduler, params in SCHEDULER_PARAMS.items():
         for name in params:
             value = PARAM_DEFAULTS[name] if scheduler == training.scheduler else None
             _derive(run, f"training.{name}", value, f"training.scheduler = {training.scheduler}")
     clip = training.gradient_clip_val
-    _derive(run, "training.gradient_clip_algorithm", "norm" if clip is not None else None, f"training.gradient_clip_val = {show(clip if clip is not None else 'none')}")
+    _derive(
+        run,
+        "training.gradient_clip_algorithm",
+        "norm" if clip is not None else None,
+        f"training.gradient_clip_val = {show(clip if clip is not None else 'none')}",
+    )
 
 
 def _inference(run: _Run) -> None:
@@ -428,10 +537,18 @@ def _inference(run: _Run) -> None:
 def _accelerator(run: _Run) -> None:
     host = run.host
     if run.auto("execution.accelerator"):
-        run.set("execution.accelerator", host.accelerator, Origin("host", detail=f"{host.accelerator} on the compiling host"))
+        run.set(
+            "execution.accelerator",
+            host.accelerator,
+            Origin("host", detail=f"{host.accelerator} on the compiling host"),
+        )
     accelerator = run.spec.execution.accelerator
     if accelerator in ("cuda", "gpu", "mps") and _family(accelerator) != _family(host.accelerator):
-        run.error("execution.accelerator", f"the compiling host has no {accelerator} device; the lock runs only where one is", warning=True)
+        run.error(
+            "execution.accelerator",
+            f"the compiling host has no {accelerator} device; the lock runs only where one is",
+            warning=True,
+        )
     if run.auto("execution.devices"):
         _devices(run, accelerator)
 
@@ -443,27 +560,62 @@ def _family(accelerator: str) -> str:
 def _devices(run: _Run, accelerator: str) -> None:
     host = run.host
     if _family(accelerator) != _family(host.accelerator) and accelerator != "cpu":
-        run.error("execution.devices", "\"auto\" counts devices on the compiling host, which has none; set a number", "execution.accelerator")
+        run.error(
+            "execution.devices",
+            '"auto" counts devices on the compiling host, which has none; set a number',
+            "execution.accelerator",
+        )
         return
     count = host.device_count if _family(accelerator) == "cuda" else 1
-    run.set("execution.devices", count, Origin("host", detail=f"{count} {accelerator} device(s) on the compiling host"))
+    run.set(
+        "execution.devices",
+        count,
+        Origin("host", detail=f"{count} {accelerator} device(s) on the compiling host"),
+    )
 
 
 def _execution(run: _Run) -> None:
     execution = run.spec.execution
     if isinstance(execution.devices, int):
         processes = execution.devices * execution.num_nodes
-        _derive(run, "execution.strategy", "single_device" if processes == 1 else "ddp", f"{processes} process(es)")
+        _derive(
+            run,
+            "execution.strategy",
+            "single_device" if processes == 1 else "ddp",
+            f"{processes} process(es)",
+        )
     if run.auto("execution.enable_progress_bar"):
         terminal = run.host.terminal
-        run.set("execution.enable_progress_bar", terminal, Origin("host", detail="stderr is a terminal" if terminal else "stderr is not a terminal"))
+        run.set(
+            "execution.enable_progress_bar",
+            terminal,
+            Origin(
+                "host", detail="stderr is a terminal" if terminal else "stderr is not a terminal"
+            ),
+        )
     validation = run.spec.training.val_fraction > 0
-    _derive(run, "execution.checkpoint_monitor", "val_loss" if validation else "train_loss", f"training.val_fraction = {run.spec.training.val_fraction}")
+    _derive(
+        run,
+        "execution.checkpoint_monitor",
+        "val_loss" if validation else "train_loss",
+        f"training.val_fraction = {run.spec.training.val_fraction}",
+    )
 
 
 STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
-    _run_identity, _data_source, _bundle, _model_size, _measurement, _nphotons, _groups, _supervised_labels,
-    _model_flags, _training, _inference, _accelerator, _execution,
+    _run_identity,
+    _data_source,
+    _bundle,
+    _model_size,
+    _measurement,
+    _nphotons,
+    _groups,
+    _supervised_labels,
+    _model_flags,
+    _training,
+    _inference,
+    _accelerator,
+    _execution,
 )
 # After these, later steps would work on values that failed to resolve.
 _FATAL_AFTER: Final = frozenset({_data_source, _bundle, _model_size})

@@ -21,19 +21,31 @@ from ptycho_spec.schema import AUTO, Spec
 from ptycho_spec.tree import KeyPath, schema_leaves
 
 # Which optimizer uses which parameter, and which scheduler which parameters.
-OPTIMIZER_PARAMS: Final = MappingProxyType({
-    "momentum": ("sgd",),
-    "adam_beta1": ("adam", "adamw"),
-    "adam_beta2": ("adam", "adamw"),
-})
-SCHEDULER_PARAMS: Final = MappingProxyType({
-    "constant": (),
-    "plateau": ("plateau_factor", "plateau_patience", "plateau_min_lr", "plateau_threshold"),
-    "exponential": ("exponential_gamma",),
-    "warmup_cosine": ("warmup_epochs", "min_lr_ratio"),
-})
+OPTIMIZER_PARAMS: Final = MappingProxyType(
+    {
+        "momentum": ("sgd",),
+        "adam_beta1": ("adam", "adamw"),
+        "adam_beta2": ("adam", "adamw"),
+    }
+)
+SCHEDULER_PARAMS: Final = MappingProxyType(
+    {
+        "constant": (),
+        "plateau": ("plateau_factor", "plateau_patience", "plateau_min_lr", "plateau_threshold"),
+        "exponential": ("exponential_gamma",),
+        "warmup_cosine": ("warmup_epochs", "min_lr_ratio"),
+    }
+)
 # Metrics the training module logs, hence the only valid checkpoint monitors.
-LOGGED_METRICS: Final = ("train_loss", "val_loss", "train_poisson", "val_poisson", "train_mae", "val_mae", "lr")
+LOGGED_METRICS: Final = (
+    "train_loss",
+    "val_loss",
+    "train_poisson",
+    "val_poisson",
+    "train_mae",
+    "val_mae",
+    "lr",
+)
 MULTI_PROCESS_STRATEGIES: Final = ("ddp", "ddp_spawn", "fsdp")
 LOGGER_EXTRAS: Final = MappingProxyType({"tensorboard": "tensorboard", "mlflow": "mlflow"})
 
@@ -92,7 +104,13 @@ def _shown(value: Any) -> Any:
 
 
 def finding(
-    spec: Any, ctx: Context, path: str, message: str, *others: str, warning: bool = False, at: Origin | None = None
+    spec: Any,
+    ctx: Context,
+    path: str,
+    message: str,
+    *others: str,
+    warning: bool = False,
+    at: Origin | None = None,
 ) -> Finding:
     """A finding at ``path`` (located at ``at``, else where ``path`` was set); ``others`` are
     the related settings, shown with their values and locations."""
@@ -116,7 +134,9 @@ def _source_required(spec: Spec, ctx: Context) -> Iterator[Finding]:
 def _neighbors(spec: Spec, ctx: Context) -> Iterator[Finding]:
     gridsize, count = spec.model.gridsize, spec.data.neighbor_count
     if gridsize > 1 and count is None:
-        yield finding(spec, ctx, "data.neighbor_count", "is needed when gridsize > 1", "model.gridsize")
+        yield finding(
+            spec, ctx, "data.neighbor_count", "is needed when gridsize > 1", "model.gridsize"
+        )
     elif gridsize > 1 and isinstance(count, int) and count < gridsize**2:
         msg = f"must be ≥ gridsize² = {gridsize**2}"
         yield finding(spec, ctx, "data.neighbor_count", msg, "model.gridsize")
@@ -140,9 +160,21 @@ def _pad_object(spec: Spec, ctx: Context) -> Iterator[Finding]:
 def _loader_workers(spec: Spec, ctx: Context) -> Iterator[Finding]:
     execution = spec.execution
     if execution.num_workers == 0 and execution.persistent_workers:
-        yield finding(spec, ctx, "execution.persistent_workers", "needs worker processes", "execution.num_workers")
+        yield finding(
+            spec,
+            ctx,
+            "execution.persistent_workers",
+            "needs worker processes",
+            "execution.num_workers",
+        )
     if execution.num_workers == 0 and execution.prefetch_factor is not None:
-        yield finding(spec, ctx, "execution.prefetch_factor", "needs worker processes", "execution.num_workers")
+        yield finding(
+            spec,
+            ctx,
+            "execution.prefetch_factor",
+            "needs worker processes",
+            "execution.num_workers",
+        )
 
 
 def _precision_on_cpu(spec: Spec, ctx: Context) -> Iterator[Finding]:
@@ -163,10 +195,20 @@ def _processes(spec: Spec, ctx: Context) -> Iterator[Finding]:
     processes = execution.devices * execution.num_nodes
     if execution.strategy in MULTI_PROCESS_STRATEGIES and processes == 1:
         msg = "with a single process; it only adds start-up cost"
-        yield finding(spec, ctx, "execution.strategy", msg, "execution.devices", "execution.num_nodes", warning=True)
+        yield finding(
+            spec,
+            ctx,
+            "execution.strategy",
+            msg,
+            "execution.devices",
+            "execution.num_nodes",
+            warning=True,
+        )
     if execution.strategy == "single_device" and processes > 1:
-        msg = f"cannot drive {processes} processes; use \"ddp\""
-        yield finding(spec, ctx, "execution.strategy", msg, "execution.devices", "execution.num_nodes")
+        msg = f'cannot drive {processes} processes; use "ddp"'
+        yield finding(
+            spec, ctx, "execution.strategy", msg, "execution.devices", "execution.num_nodes"
+        )
 
 
 def _deterministic_compile(spec: Spec, ctx: Context) -> Iterator[Finding]:
@@ -197,7 +239,9 @@ def _checkpoint_monitor(spec: Spec, ctx: Context) -> Iterator[Finding]:
 def _task_bundle(spec: Spec, ctx: Context) -> Iterator[Finding]:
     bundle = spec.inference.bundle
     if spec.run.task == "infer" and bundle is None:
-        yield finding(spec, ctx, "inference.bundle", 'is required when run.task = "infer"', "run.task")
+        yield finding(
+            spec, ctx, "inference.bundle", 'is required when run.task = "infer"', "run.task"
+        )
     elif spec.run.task != "infer" and bundle is not None:
         msg = "has no effect: a training task trains its own model"
         yield finding(spec, ctx, "inference.bundle", msg, "run.task")
@@ -223,7 +267,13 @@ def _npz_files(spec: Spec, ctx: Context) -> Iterator[Finding]:
         msg = "is required for inference (or data.test_fraction to split the training file)"
         yield finding(spec, ctx, "data.test_file", msg, "run.task")
     if task == "infer" and data.test_file is None and data.train_file is None:
-        yield finding(spec, ctx, "data.train_file", "is required to split with test_fraction", "data.test_fraction")
+        yield finding(
+            spec,
+            ctx,
+            "data.train_file",
+            "is required to split with test_fraction",
+            "data.test_fraction",
+        )
 
 
 def _test_split(spec: Spec, ctx: Context) -> Iterator[Finding]:
@@ -237,7 +287,9 @@ def _simulate_files(spec: Spec, ctx: Context) -> Iterator[Finding]:
         return
     for name in ("train_file", "test_file", "test_fraction"):
         if getattr(spec.data, name) is not None:
-            yield finding(spec, ctx, f"data.{name}", "has no effect with simulated data", "data.source")
+            yield finding(
+                spec, ctx, f"data.{name}", "has no effect with simulated data", "data.source"
+            )
     if spec.run.task != "train" and spec.data.simulate.n_test_objects == 0:
         msg = "must be ≥ 1: the task reconstructs a test set"
         yield finding(spec, ctx, "data.simulate.n_test_objects", msg, "run.task")
@@ -250,7 +302,9 @@ def _foreign_tables(spec: Spec, ctx: Context) -> Iterator[Finding]:
         if spec.data.source == table:
             continue
         for field in attrs.fields(type(getattr(defaults, table))):
-            if getattr(getattr(spec.data, table), field.name) != getattr(getattr(defaults, table), field.name):
+            if getattr(getattr(spec.data, table), field.name) != getattr(
+                getattr(defaults, table), field.name
+            ):
                 msg = f'has no effect unless data.source = "{table}"'
                 yield finding(spec, ctx, f"data.{table}.{field.name}", msg, "data.source")
 
@@ -259,38 +313,53 @@ def _object_size(spec: Spec, ctx: Context) -> Iterator[Finding]:
     sim, n = spec.data.simulate, spec.model.N
     if spec.data.source != "simulate" or n == AUTO:
         return
-    steps = {"scan_step_train": spec.run.task != "infer", "scan_step_test": spec.run.task != "train"}
+    steps = {
+        "scan_step_train": spec.run.task != "infer",
+        "scan_step_test": spec.run.task != "train",
+    }
     for step, used in steps.items():
         if used and sim.object_size < n + getattr(sim, step):
             msg = f"must be ≥ N + {step} = {n + getattr(sim, step)}"
-            yield finding(spec, ctx, "data.simulate.object_size", msg, "model.N", f"data.simulate.{step}")
+            yield finding(
+                spec, ctx, "data.simulate.object_size", msg, "model.N", f"data.simulate.{step}"
+            )
 
 
 def _optimizer_params(spec: Spec, ctx: Context) -> Iterator[Finding]:
     optimizer = spec.training.optimizer
     for name, users in OPTIMIZER_PARAMS.items():
-        yield from _applicable(spec, ctx, f"training.{name}", optimizer in users, "training.optimizer")
+        yield from _applicable(
+            spec, ctx, f"training.{name}", optimizer in users, "training.optimizer"
+        )
 
 
 def _scheduler_params(spec: Spec, ctx: Context) -> Iterator[Finding]:
     scheduler = spec.training.scheduler
     for name, params in SCHEDULER_PARAMS.items():
         for param in params:
-            yield from _applicable(spec, ctx, f"training.{param}", name == scheduler, "training.scheduler")
+            yield from _applicable(
+                spec, ctx, f"training.{param}", name == scheduler, "training.scheduler"
+            )
 
 
 def _clip_algorithm(spec: Spec, ctx: Context) -> Iterator[Finding]:
     clip = spec.training.gradient_clip_val is not None
-    yield from _applicable(spec, ctx, "training.gradient_clip_algorithm", clip, "training.gradient_clip_val")
+    yield from _applicable(
+        spec, ctx, "training.gradient_clip_algorithm", clip, "training.gradient_clip_val"
+    )
 
 
-def _applicable(spec: Spec, ctx: Context, path: str, applies: bool, because: str) -> Iterator[Finding]:
+def _applicable(
+    spec: Spec, ctx: Context, path: str, applies: bool, because: str
+) -> Iterator[Finding]:
     """A parameter must be unset ("none") where it does nothing, and set where it acts."""
     value = value_at(spec, _key(path))
     if not applies and _is_set(value):
         yield finding(spec, ctx, path, 'has no effect here; remove it (or set "none")', because)
     elif applies and value is None:
-        yield finding(spec, ctx, path, 'is needed here; remove it or set a value ("auto" picks one)', because)
+        yield finding(
+            spec, ctx, path, 'is needed here; remove it or set a value ("auto" picks one)', because
+        )
 
 
 def _loss_weights(spec: Spec, ctx: Context) -> Iterator[Finding]:
@@ -298,14 +367,38 @@ def _loss_weights(spec: Spec, ctx: Context) -> Iterator[Finding]:
     weights = (training.nll_weight, training.mae_weight, training.realspace_weight)
     if AUTO not in weights and sum(weights) == 0:
         msg = "all loss weights are 0: nothing would be optimized"
-        yield finding(spec, ctx, "training.nll_weight", msg, "training.mae_weight", "training.realspace_weight")
+        yield finding(
+            spec,
+            ctx,
+            "training.nll_weight",
+            msg,
+            "training.mae_weight",
+            "training.realspace_weight",
+        )
 
 
 RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
-    _source_required, _task_bundle, _infer_settings, _npz_files, _test_split, _simulate_files,
-    _foreign_tables, _object_size, _neighbors, _object_big, _pad_object, _optimizer_params,
-    _scheduler_params, _clip_algorithm, _loss_weights, _loader_workers, _precision_on_cpu,
-    _processes, _deterministic_compile, _logger_installed, _checkpoint_monitor,
+    _source_required,
+    _task_bundle,
+    _infer_settings,
+    _npz_files,
+    _test_split,
+    _simulate_files,
+    _foreign_tables,
+    _object_size,
+    _neighbors,
+    _object_big,
+    _pad_object,
+    _optimizer_params,
+    _scheduler_params,
+    _clip_algorithm,
+    _loss_weights,
+    _loader_workers,
+    _precision_on_cpu,
+    _processes,
+    _deterministic_compile,
+    _logger_installed,
+    _checkpoint_monitor,
 )
 
 
@@ -315,4 +408,3 @@ def dedupe(findings: list[Finding]) -> list[Finding]:
     for finding in findings:
         seen.setdefault((finding.issue.path, finding.issue.message, finding.warning), finding)
     return list(seen.values())
-

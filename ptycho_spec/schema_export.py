@@ -19,7 +19,12 @@ from ptycho_spec.schema import SPEC_SECTIONS, SPEC_VERSION, Seeds, Spec, one_of_
 from ptycho_spec.tree import aliases_of, fields_of, is_section, section_class
 
 _JSON_TYPES: Final = {bool: "boolean", int: "integer", float: "number", str: "string"}
-_BOUND_KEYS: Final = {">": "exclusiveMinimum", ">=": "minimum", "<": "exclusiveMaximum", "<=": "maximum"}
+_BOUND_KEYS: Final = {
+    ">": "exclusiveMinimum",
+    ">=": "minimum",
+    "<": "exclusiveMaximum",
+    "<=": "maximum",
+}
 _BOUND_SIGNS: Final = {">": ">", ">=": "≥", "<": "<", "<=": "≤"}
 SUPPORTED_N_TEXT: Final = "64, 128 or 256"
 
@@ -65,9 +70,14 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a spec v1 file."""
     fields = fields_of(Spec)
     properties: dict[str, Any] = {
-        "spec_version": {"const": SPEC_VERSION, "description": fields["spec_version"].metadata["doc"]},
+        "spec_version": {
+            "const": SPEC_VERSION,
+            "description": fields["spec_version"].metadata["doc"],
+        },
         "extends": {
-            "type": "array", "items": {"type": "string"}, "default": [],
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
             "description": fields["extends"].metadata["doc"],
         },
     }
@@ -86,10 +96,18 @@ def json_schema() -> dict[str, Any]:
 def _table_schema(cls: type) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, attribute in fields_of(cls).items():
-        properties[name] = _table_schema(section_class(attribute)) if is_section(attribute) else _leaf_schema(attribute)
+        properties[name] = (
+            _table_schema(section_class(attribute))
+            if is_section(attribute)
+            else _leaf_schema(attribute)
+        )
     for alias, name in aliases_of(cls).items():
         target = {k: v for k, v in properties[name].items() if k not in ("description", "default")}
-        properties[alias] = {**target, "deprecated": True, "description": f"Deprecated alias of `{name}`."}
+        properties[alias] = {
+            **target,
+            "deprecated": True,
+            "description": f"Deprecated alias of `{name}`.",
+        }
     return {
         "type": "object",
         "description": _doc(cls),
@@ -163,8 +181,14 @@ def markdown() -> str:
     parts = [_PREAMBLE]
     for name in SPEC_SECTIONS:
         parts += list(_markdown_tables(section_class(fields[name]), name))
-    parts.append(_markdown_table(Seeds, "canonical.seeds", "Lock only: derived from `run.seed` per purpose as "
-                                 "`sha256(\"ptycho-spec:{seed}:{purpose}\")[:4]` (big-endian) & 0x7FFFFFFF."))
+    parts.append(
+        _markdown_table(
+            Seeds,
+            "canonical.seeds",
+            "Lock only: derived from `run.seed` per purpose as "
+            '`sha256("ptycho-spec:{seed}:{purpose}")[:4]` (big-endian) & 0x7FFFFFFF.',
+        )
+    )
     return "\n".join(parts)
 
 

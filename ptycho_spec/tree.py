@@ -57,7 +57,9 @@ def leaf_field(path: KeyPath, root: type = Spec) -> attrs.Attribute[Any] | None:
     return attribute if attribute is not None and not is_section(attribute) else None
 
 
-def schema_leaves(cls: type = Spec, prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, attrs.Attribute[Any]]]:
+def schema_leaves(
+    cls: type = Spec, prefix: KeyPath = ()
+) -> Iterator[tuple[KeyPath, attrs.Attribute[Any]]]:
     """Every setting below ``cls`` with its key path, in declaration order."""
     for name, attribute in fields_of(cls).items():
         if is_section(attribute):

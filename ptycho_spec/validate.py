@@ -64,7 +64,11 @@ def _build_table(
 
 
 def _build_section(
-    attribute: attrs.Attribute[Any], raw: Any, path: KeyPath, merged: Merged, issues: list[SpecIssue]
+    attribute: attrs.Attribute[Any],
+    raw: Any,
+    path: KeyPath,
+    merged: Merged,
+    issues: list[SpecIssue],
 ) -> Any:
     if not isinstance(raw, Mapping):
         issues.append(_issue(path, f"expected a table (got {show(raw)})", merged))
@@ -76,7 +80,11 @@ def _build_section(
 
 
 def _build_leaf(
-    attribute: attrs.Attribute[Any], raw: Any, path: KeyPath, merged: Merged, issues: list[SpecIssue]
+    attribute: attrs.Attribute[Any],
+    raw: Any,
+    path: KeyPath,
+    merged: Merged,
+    issues: list[SpecIssue],
 ) -> Any:
     if isinstance(raw, Mapping):
         issues.append(_issue(path, f"expected {describe(attribute.type)} (got a table)", merged))

@@ -63,14 +63,22 @@ def layers_for(
     return layers
 
 
-def compile_text(text: str, facts: InputFacts | None = None, host: HostFacts = HOST, **kwargs: Any) -> Lock:
+def compile_text(
+    text: str, facts: InputFacts | None = None, host: HostFacts = HOST, **kwargs: Any
+) -> Lock:
     """Compile spec text (no files: data facts are given) on the fixed test host."""
     return compile_run(layers_for(text, **kwargs), facts or InputFacts(), host)
 
 
 def scan_facts(
-    *, path: str = TRAIN_NPZ, role: str = "train", side: int = 64, n_patterns: int = N_TRAIN_PATTERNS,
-    measurement: str = "amplitude", mean_counts: float | None = None, nphotons: float | None = None,
+    *,
+    path: str = TRAIN_NPZ,
+    role: str = "train",
+    side: int = 64,
+    n_patterns: int = N_TRAIN_PATTERNS,
+    measurement: str = "amplitude",
+    mean_counts: float | None = None,
+    nphotons: float | None = None,
     has_object: bool = False,
 ) -> DataFile:
     """Facts of a diffraction NPZ, without a file."""
@@ -80,13 +88,24 @@ def scan_facts(
         "xcoords": ArrayInfo(shape=(n_patterns,), dtype="float64"),
         "ycoords": ArrayInfo(shape=(n_patterns,), dtype="float64"),
     }
-    scan = ScanFacts(n_patterns=n_patterns, measurement=measurement, mean_counts=mean_counts, nphotons=nphotons, has_object=has_object)
+    scan = ScanFacts(
+        n_patterns=n_patterns,
+        measurement=measurement,
+        mean_counts=mean_counts,
+        nphotons=nphotons,
+        has_object=has_object,
+    )
     entry = DataInput(role=role, path=path, sha256="sha256:" + "0" * 64, size=1234, arrays=arrays)
     return DataFile(input=entry, probe_side=side, scan=scan)
 
 
 def write_scan_npz(
-    path: Any, *, n_patterns: int = 12, side: int = 64, counts: bool = False, probe_shape: tuple[int, ...] | None = None,
+    path: Any,
+    *,
+    n_patterns: int = 12,
+    side: int = 64,
+    counts: bool = False,
+    probe_shape: tuple[int, ...] | None = None,
     **extra: Any,
 ) -> None:
     """A small NPZ in the PtychoPINN data contract (diff3d, xcoords, ycoords, probeGuess)."""
@@ -133,7 +152,10 @@ def simulated_data(draw: Any, task: str, n: int) -> dict[str, Any]:
     size = draw(st.integers(n + max(step_train, step_test), n + 40))
     objects = draw(st.integers(1, 2))
     simulate: dict[str, Any] = {
-        "object_size": size, "scan_step_train": step_train, "scan_step_test": step_test, "n_train_objects": objects,
+        "object_size": size,
+        "scan_step_train": step_train,
+        "scan_step_test": step_test,
+        "n_train_objects": objects,
     }
     _maybe(draw, simulate, "nphotons", st.floats(1e3, 1e10, **_FLOATS))
     if task == "train+infer":
@@ -158,7 +180,12 @@ def npz_data(draw: Any, task: str) -> dict[str, Any]:
 def model_tables(draw: Any, gridsize: int) -> dict[str, Any]:
     model: dict[str, Any] = {"gridsize": gridsize}
     _maybe(draw, model, "N", st.sampled_from(["auto", 64]))
-    _maybe(draw, model, "object_big", st.sampled_from(["auto", True, False] if gridsize > 1 else ["auto", False]))
+    _maybe(
+        draw,
+        model,
+        "object_big",
+        st.sampled_from(["auto", True, False] if gridsize > 1 else ["auto", False]),
+    )
     _maybe(draw, model, "n_filters_scale", st.integers(1, 3))
     _maybe(draw, model, "amp_activation", st.sampled_from(["sigmoid", "silu", "softplus", "relu"]))
     _maybe(draw, model, "probe_mask", st.booleans())
@@ -170,11 +197,21 @@ def model_tables(draw: Any, gridsize: int) -> dict[str, Any]:
     return model
 
 
-_OPTIMIZER_VALUES = {"momentum": st.floats(0, 0.99, **_FLOATS), "adam_beta1": st.floats(0, 0.99, **_FLOATS), "adam_beta2": st.floats(0.5, 0.9999, **_FLOATS)}
+_OPTIMIZER_VALUES = {
+    "momentum": st.floats(0, 0.99, **_FLOATS),
+    "adam_beta1": st.floats(0, 0.99, **_FLOATS),
+    "adam_beta2": st.floats(0.5, 0.9999, **_FLOATS),
+}
 _SCHEDULER_VALUES = {
-    "plateau": {"plateau_factor": st.floats(0.1, 0.9, **_FLOATS), "plateau_patience": st.integers(0, 5)},
+    "plateau": {
+        "plateau_factor": st.floats(0.1, 0.9, **_FLOATS),
+        "plateau_patience": st.integers(0, 5),
+    },
     "exponential": {"exponential_gamma": st.floats(0.5, 1.0, **_FLOATS)},
-    "warmup_cosine": {"warmup_epochs": st.integers(0, 3), "min_lr_ratio": st.floats(0, 1, **_FLOATS)},
+    "warmup_cosine": {
+        "warmup_epochs": st.integers(0, 3),
+        "min_lr_ratio": st.floats(0, 1, **_FLOATS),
+    },
     "constant": {},
 }
 
@@ -192,20 +229,31 @@ def training_tables(draw: Any) -> dict[str, Any]:
     _maybe(draw, training, "realspace_weight", st.floats(0, 1, **_FLOATS))
     users = {"momentum": ("sgd",), "adam_beta1": ("adam", "adamw"), "adam_beta2": ("adam", "adamw")}
     for name, values in _OPTIMIZER_VALUES.items():
-        _maybe(draw, training, name, st.one_of(st.just("auto"), values) if optimizer in users[name] else st.sampled_from(["auto", "none"]))
+        _maybe(
+            draw,
+            training,
+            name,
+            st.one_of(st.just("auto"), values)
+            if optimizer in users[name]
+            else st.sampled_from(["auto", "none"]),
+        )
     for name, values in _SCHEDULER_VALUES[scheduler].items():
         _maybe(draw, training, name, st.one_of(st.just("auto"), values))
     clip = draw(st.one_of(st.just("none"), st.floats(0.1, 10, **_FLOATS)))
     training["gradient_clip_val"] = clip
     if clip != "none":
-        _maybe(draw, training, "gradient_clip_algorithm", st.sampled_from(["auto", "norm", "value"]))
+        _maybe(
+            draw, training, "gradient_clip_algorithm", st.sampled_from(["auto", "norm", "value"])
+        )
     return training
 
 
 @st.composite
 def execution_tables(draw: Any, validation: bool) -> dict[str, Any]:
     devices, nodes = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    strategies = ["auto", "single_device"] if devices * nodes == 1 else ["auto", "ddp", "ddp_spawn", "fsdp"]
+    strategies = (
+        ["auto", "single_device"] if devices * nodes == 1 else ["auto", "ddp", "ddp_spawn", "fsdp"]
+    )
     execution: dict[str, Any] = {"accelerator": "cpu", "devices": devices, "num_nodes": nodes}
     _maybe(draw, execution, "strategy", st.sampled_from(strategies))
     _maybe(draw, execution, "precision", st.sampled_from(["32-true", "64-true", "bf16-mixed"]))
@@ -215,7 +263,9 @@ def execution_tables(draw: Any, validation: bool) -> dict[str, Any]:
     if workers:
         _maybe(draw, execution, "persistent_workers", st.booleans())
         _maybe(draw, execution, "prefetch_factor", st.integers(1, 4))
-    monitors = ["auto", "train_loss", "train_mae", "lr"] + (["val_loss", "val_mae"] if validation else [])
+    monitors = ["auto", "train_loss", "train_mae", "lr"] + (
+        ["val_loss", "val_mae"] if validation else []
+    )
     _maybe(draw, execution, "checkpoint_monitor", st.sampled_from(monitors))
     _maybe(draw, execution, "logger", st.sampled_from(["csv", "none", "mlflow"]))
     _maybe(draw, execution, "enable_progress_bar", st.sampled_from(["auto", True, False]))
@@ -234,7 +284,10 @@ def spec_trees(draw: Any) -> dict[str, Any]:
     training = draw(training_tables())
     validation = training.get("val_fraction", 0.05) > 0
     tree = {
-        "run": run, "data": data, "model": draw(model_tables(gridsize)), "training": training,
+        "run": run,
+        "data": data,
+        "model": draw(model_tables(gridsize)),
+        "training": training,
         "execution": draw(execution_tables(validation)),
     }
     inference: dict[str, Any] = {}
@@ -259,4 +312,6 @@ def facts_for(tree: Mapping[str, Any], measurement: str = "amplitude") -> InputF
 
 def origin_free(kind: str, detail: str) -> Any:
     """An origin function for layers built from dicts: no line numbers, so key order is moot."""
-    return lambda _path: Origin(kind, file=None if kind not in ("spec", "extends") else SPEC_PATH, detail=detail or None)
+    return lambda _path: Origin(
+        kind, file=None if kind not in ("spec", "extends") else SPEC_PATH, detail=detail or None
+    )

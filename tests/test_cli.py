@@ -43,7 +43,9 @@ class TestValidate:
         assert main(["validate", str(spec)]) == 0
         assert capsys.readouterr().out == f"ok: {spec}\n"
 
-    def test_every_problem_one_line_each(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_every_problem_one_line_each(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """An invalid spec exits 2 with one FILE:LINE diagnostic per problem, no traceback."""
         bad = tmp_path / "bad.toml"
         bad.write_text('spec_version = 1\n[training]\nnepoch = 3\nbatch_size = "x"\n')
@@ -54,7 +56,9 @@ class TestValidate:
             f'{bad}:4: training.batch_size: expected an integer (got "x")',
         ]
 
-    def test_warnings_go_to_stderr(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_warnings_go_to_stderr(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Deprecation warnings are printed to stderr and do not fail validation."""
         path = tmp_path / "w.toml"
         path.write_text(toml({**SIMULATED, "training": {"epochs": 2}}))
@@ -68,7 +72,9 @@ class TestValidate:
 
 
 class TestCompile:
-    def test_default_output_beside_the_spec(self, spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_default_output_beside_the_spec(
+        self, spec: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """The lock is written as <stem>.lock.toml next to the spec."""
         assert main(["compile", str(spec)]) == 0
         assert (spec.parent / "s.lock.toml").exists()
@@ -83,9 +89,23 @@ class TestCompile:
         """Broken data give exit code 4 and a one-line message naming file and key."""
         write_scan_npz(tmp_path / "d.npz", n_patterns=4)
         path = tmp_path / "n.toml"
-        path.write_text(toml({"run": {"task": "train"}, "data": {"source": "npz", "train_file": "d.npz", "n_groups": "all", "measurement": "counts"}}))
+        path.write_text(
+            toml(
+                {
+                    "run": {"task": "train"},
+                    "data": {
+                        "source": "npz",
+                        "train_file": "d.npz",
+                        "n_groups": "all",
+                        "measurement": "counts",
+                    },
+                }
+            )
+        )
         assert main(["compile", str(path)]) == 4
-        assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'd.npz'}: data.measurement = \"counts\"")
+        assert capsys.readouterr().err.startswith(
+            f'error: {tmp_path / "d.npz"}: data.measurement = "counts"'
+        )
 
 
 class TestExplain:
@@ -114,7 +134,9 @@ class TestDiff:
         assert main(["diff", str(spec), str(spec.parent / "s.lock.toml")]) == 0
         assert capsys.readouterr().out.startswith("same run (sha256:")
 
-    def test_differences(self, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_differences(
+        self, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Differing settings are listed key by key; exit 1."""
         other = tmp_path / "o.toml"
         other.write_text(toml({**SIMULATED, "training": {"nepochs": 3}}))
@@ -167,13 +189,25 @@ sys.exit(rc)
 @pytest.mark.parametrize("command", ["validate", "compile"])
 def test_no_torch_import(command: str, tmp_path: Path) -> None:
     """validate and compile never import torch or lightning (checked in a fresh interpreter)."""
-    argv = [command, QUICKSTART] + (["-o", str(tmp_path / "q.lock.toml")] if command == "compile" else [])
-    done = subprocess.run([sys.executable, "-c", _NO_TORCH.format(argv=argv)], capture_output=True, text=True, check=False)
+    argv = [command, QUICKSTART] + (
+        ["-o", str(tmp_path / "q.lock.toml")] if command == "compile" else []
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH.format(argv=argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout
 
 
 def test_console_script() -> None:
     """The installed ptycho-spec command runs."""
-    done = subprocess.run([str(Path(sys.executable).parent / "ptycho-spec"), "--version"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ptycho-spec"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.stdout.startswith("ptycho-spec ")

@@ -24,7 +24,11 @@ def project(tmp_path: Path) -> Path:
     write_scan_npz(tmp_path / "data" / "test.npz", n_patterns=10, counts=True)
     base = {"data": {"source": "npz", "train_file": "../data/train.npz", "n_groups": "all"}}
     (tmp_path / "bases" / "base.toml").write_text(toml(base))
-    spec = {"extends": ["../bases/base.toml"], "data": {"test_file": "../data/test.npz"}, "training": {"nepochs": 2}}
+    spec = {
+        "extends": ["../bases/base.toml"],
+        "data": {"test_file": "../data/test.npz"},
+        "training": {"nepochs": 2},
+    }
     (tmp_path / "specs" / "run.toml").write_text(toml(spec))
     return tmp_path
 
@@ -40,24 +44,40 @@ class TestCompileSpec:
         """Every spec file and data file is recorded with its hash and arrays."""
         lock = compile_spec(str(project / "specs" / "run.toml"), environ={})
         assert [Path(s.path).name for s in lock.inputs.specs] == ["base.toml", "run.toml"]
-        assert [(d.role, d.arrays["diff3d"].shape) for d in lock.inputs.data] == [("train", (40, 64, 64)), ("test", (10, 64, 64))]
+        assert [(d.role, d.arrays["diff3d"].shape) for d in lock.inputs.data] == [
+            ("train", (40, 64, 64)),
+            ("test", (10, 64, 64)),
+        ]
 
     def test_resolved_from_the_data(self, project: Path) -> None:
         """N, measurement and the photon count come from the training file."""
         lock = compile_spec(str(project / "specs" / "run.toml"), environ={})
         canonical = lock.resolved.canonical
-        assert (canonical.model.N, canonical.data.measurement, canonical.data.n_groups) == (64, "counts", 40)
+        assert (canonical.model.N, canonical.data.measurement, canonical.data.n_groups) == (
+            64,
+            "counts",
+            40,
+        )
         assert lock.provenance["training.nphotons"].file == str(project / "data" / "train.npz")
 
     def test_byte_identical(self, project: Path) -> None:
         """Compiling the same inputs twice gives the same bytes."""
         path = str(project / "specs" / "run.toml")
-        assert dumps_lock(compile_spec(path, environ={})) == dumps_lock(compile_spec(path, environ={}))
+        assert dumps_lock(compile_spec(path, environ={})) == dumps_lock(
+            compile_spec(path, environ={})
+        )
 
     def test_environment_and_set_layers(self, project: Path) -> None:
         """PTYCHO__ variables and --set arguments override the files, --set last."""
-        lock = compile_spec(str(project / "specs" / "run.toml"), ["training.nepochs=7"], {"PTYCHO__TRAINING__NEPOCHS": "5", "PTYCHO__RUN__SEED": "3"})
-        assert (lock.resolved.canonical.training.nepochs, lock.resolved.canonical.run.seed) == (7, 3)
+        lock = compile_spec(
+            str(project / "specs" / "run.toml"),
+            ["training.nepochs=7"],
+            {"PTYCHO__TRAINING__NEPOCHS": "5", "PTYCHO__RUN__SEED": "3"},
+        )
+        assert (lock.resolved.canonical.training.nepochs, lock.resolved.canonical.run.seed) == (
+            7,
+            3,
+        )
         assert lock.provenance["run.seed"].detail == "PTYCHO__RUN__SEED"
 
     def test_missing_data_file(self, project: Path) -> None:
@@ -65,7 +85,11 @@ class TestCompileSpec:
         (project / "data" / "test.npz").unlink()
         with pytest.raises(SpecError) as caught:
             compile_spec(str(project / "specs" / "run.toml"), environ={})
-        assert caught.value.issues[0].render().endswith(f"run.toml:7: data.test_file: no such file: {project / 'data' / 'test.npz'}")
+        assert (
+            caught.value.issues[0]
+            .render()
+            .endswith(f"run.toml:7: data.test_file: no such file: {project / 'data' / 'test.npz'}")
+        )
 
     def test_bad_data_is_a_data_error(self, project: Path) -> None:
         """A broken data file gives exit code 4."""
@@ -82,7 +106,11 @@ class TestInferFromBundle:
         with zipfile.ZipFile(project / "model.bundle", "w") as archive:
             archive.writestr("lock.toml", dumps_lock(trained))
             archive.writestr("manifest.toml", "")
-        spec = {"run": {"task": "infer"}, "data": {"source": "npz", "test_file": "data/test.npz"}, "inference": {"bundle": "model.bundle"}}
+        spec = {
+            "run": {"task": "infer"},
+            "data": {"source": "npz", "test_file": "data/test.npz"},
+            "inference": {"bundle": "model.bundle"},
+        }
         (project / "infer.toml").write_text(toml(spec))
         lock = compile_spec(str(project / "infer.toml"), environ={})
         assert lock.resolved.canonical.model == trained.resolved.canonical.model
@@ -100,8 +128,12 @@ class TestValidateSpec:
 
     def test_warnings_are_returned(self, tmp_path: Path) -> None:
         """Deprecations come back as warnings; nothing is printed."""
-        (tmp_path / "s.toml").write_text(toml({"data": {"source": "simulate"}, "training": {"epochs": 2}}))
-        assert [w.path for w in validate_spec(str(tmp_path / "s.toml"), environ={}).warnings] == ["training.epochs"]
+        (tmp_path / "s.toml").write_text(
+            toml({"data": {"source": "simulate"}, "training": {"epochs": 2}})
+        )
+        assert [w.path for w in validate_spec(str(tmp_path / "s.toml"), environ={}).warnings] == [
+            "training.epochs"
+        ]
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.stem)

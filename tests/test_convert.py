@@ -30,7 +30,7 @@ class TestStructureLeaf:
         assert isinstance(value, float)
 
     def test_none_string_is_none_for_optional(self) -> None:
-        """"none" stands for None where a field is optional."""
+        """ "none" stands for None where a field is optional."""
         assert structure_leaf("none", int | None) is None
 
     def test_none_string_is_a_string_for_str(self) -> None:
@@ -41,7 +41,10 @@ class TestStructureLeaf:
         """A misspelt choice names the allowed values and the closest one."""
         with pytest.raises(ValueError) as caught:
             structure_leaf("adan", Literal["adam", "adamw", "sgd"])
-        assert str(caught.value) == 'must be one of "adam", "adamw", "sgd" (got "adan"); did you mean "adam"?'
+        assert (
+            str(caught.value)
+            == 'must be one of "adam", "adamw", "sgd" (got "adan"); did you mean "adam"?'
+        )
 
     def test_union_with_literals(self) -> None:
         """An int-or-keyword field takes both and names both when refusing."""
@@ -63,7 +66,9 @@ class TestStructure:
         """The converter is strict about unknown keys in tables."""
         with pytest.raises(cattrs.BaseValidationError) as caught:
             structure({"gridsize": 1, "gridsiz": 2}, Model)
-        assert any("extra fields" in m and "gridsiz" in m for m in cattrs.transform_error(caught.value))
+        assert any(
+            "extra fields" in m and "gridsiz" in m for m in cattrs.transform_error(caught.value)
+        )
 
     def test_is_built_once(self) -> None:
         """One converter per process."""
@@ -83,7 +88,13 @@ class TestDescribe:
 class TestShow:
     def test_renders_like_toml(self) -> None:
         """Values render as a TOML reader would write them."""
-        assert [show(True), show("x"), show(2), show({}), show([1])] == ["true", '"x"', "2", "a table", "an array"]
+        assert [show(True), show("x"), show(2), show({}), show([1])] == [
+            "true",
+            '"x"',
+            "2",
+            "a table",
+            "an array",
+        ]
 
 
 class TestToTomlTree:

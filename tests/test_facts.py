@@ -33,7 +33,10 @@ class TestReadScanNpz:
         write_scan_npz(path, n_patterns=5, side=64)
         facts = read_scan_npz(str(path), "train")
         assert facts.probe_side == 64
-        assert facts.scan is not None and (facts.scan.n_patterns, facts.scan.measurement) == (5, "amplitude")
+        assert facts.scan is not None and (facts.scan.n_patterns, facts.scan.measurement) == (
+            5,
+            "amplitude",
+        )
         assert facts.input.arrays["diff3d"].shape == (5, 64, 64)
         assert facts.input.arrays["probeGuess"].dtype == "complex64"
 
@@ -130,7 +133,10 @@ class TestFileDigest:
         """The streamed digest is the sha256 of the bytes, with the size."""
         data = b"x" * (3 << 20)
         (tmp_path / "f").write_bytes(data)
-        assert file_digest(str(tmp_path / "f")) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+        assert file_digest(str(tmp_path / "f")) == (
+            "sha256:" + hashlib.sha256(data).hexdigest(),
+            len(data),
+        )
 
 
 class TestReadInputs:
@@ -151,7 +157,9 @@ class TestReadBundle:
     def test_reads_the_lock(self, tmp_path: Path) -> None:
         """The bundle's lock.toml is read (no torch) and hashed."""
         lock = compile_text(toml({"data": {"source": "simulate", "n_groups": "all"}}))
-        path = _bundle(tmp_path / "m.bundle", {"lock.toml": dumps_lock(lock).encode(), "state_dict.pt": b"x"})
+        path = _bundle(
+            tmp_path / "m.bundle", {"lock.toml": dumps_lock(lock).encode(), "state_dict.pt": b"x"}
+        )
         read, entry = read_bundle(path)
         assert read == lock
         assert entry.input.role == "bundle" and entry.input.size > 0
@@ -164,7 +172,7 @@ class TestReadBundle:
 
     def test_no_lock(self, tmp_path: Path) -> None:
         """A bundle without lock.toml is a data error."""
-        with pytest.raises(DataError, match="no lock.toml"):
+        with pytest.raises(DataError, match=r"no lock\.toml"):
             read_bundle(_bundle(tmp_path / "m.bundle", {"manifest.toml": b""}))
 
     def test_unsafe_member(self, tmp_path: Path) -> None:
@@ -183,7 +191,12 @@ class TestReadBundle:
 class TestHost:
     def test_cuda_visible_devices(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """CUDA_VISIBLE_DEVICES limits the count; an invalid entry ends the list."""
-        monkeypatch.setattr("glob.glob", lambda pattern: ["/proc/driver/nvidia/gpus/a", "b", "c", "d"] if "proc" in pattern else [])
+        monkeypatch.setattr(
+            "glob.glob",
+            lambda pattern: (
+                ["/proc/driver/nvidia/gpus/a", "b", "c", "d"] if "proc" in pattern else []
+            ),
+        )
         assert nvidia_device_count({}) == 4
         assert nvidia_device_count({"CUDA_VISIBLE_DEVICES": "0,1"}) == 2
         assert nvidia_device_count({"CUDA_VISIBLE_DEVICES": "0,-1,2"}) == 1

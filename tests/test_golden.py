@@ -38,7 +38,7 @@ def _resolved_text(lock: Lock) -> str:
     data = tomllib.loads(text)
     warnings = "".join(f"# warning: {w.render()}\n" for w in lock.warnings)
     resolved = tomli_w.dumps({k: data[k] for k in ("canonical", "execution")})
-    return warnings + resolved + "\n" + text[text.index("[provenance]\n"):]
+    return warnings + resolved + "\n" + text[text.index("[provenance]\n") :]
 
 
 def _failure_text(path: Path) -> str:
@@ -54,7 +54,9 @@ def _check(actual: str, expected_path: Path) -> None:
         expected_path.write_text(actual, encoding="utf-8")
     if not expected_path.exists():
         pytest.fail(f"{expected_path} is missing; create it with: {REGENERATE}")
-    assert actual == expected_path.read_text(encoding="utf-8"), f"golden file differs; if intended: {REGENERATE}"
+    assert actual == expected_path.read_text(encoding="utf-8"), (
+        f"golden file differs; if intended: {REGENERATE}"
+    )
 
 
 @pytest.mark.parametrize("path", sorted((DATA / "valid").glob("*.toml")), ids=lambda p: p.stem)

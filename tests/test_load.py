@@ -32,7 +32,10 @@ class TestLoadsSpec:
         layer = loads_spec("spec_version = 1\n[training]\nepochs = 3\n", source="s.toml")
         assert layer.tree == {"training": {"nepochs": 3}}
         [warning] = layer.warnings
-        assert warning.render() == "s.toml:3: training.epochs: epochs is a deprecated alias; use training.nepochs"
+        assert (
+            warning.render()
+            == "s.toml:3: training.epochs: epochs is a deprecated alias; use training.nepochs"
+        )
 
     def test_value_alias_is_rewritten(self) -> None:
         """A deprecated value becomes its canonical value, with a warning."""
@@ -44,7 +47,10 @@ class TestLoadsSpec:
         """Setting a key and its alias in one file is an error naming both."""
         layer = loads_spec("spec_version = 1\n[data]\nK = 4\nneighbor_count = 5\n", source="s.toml")
         [issue] = layer.issues
-        assert issue.render() == "s.toml:3: data.neighbor_count: both neighbor_count and its deprecated alias K are set; keep neighbor_count"
+        assert (
+            issue.render()
+            == "s.toml:3: data.neighbor_count: both neighbor_count and its deprecated alias K are set; keep neighbor_count"
+        )
 
     def test_spec_version_is_required(self) -> None:
         """A spec without spec_version points at `ptycho-spec migrate`."""
@@ -85,7 +91,9 @@ class TestDefaultLayer:
 class TestEnvLayer:
     def test_nested_and_case_insensitive(self) -> None:
         """PTYCHO__SECTION__FIELD matches fields case-insensitively, nested sections too."""
-        layer = env_layer({"PTYCHO__DATA__SIMULATE__NPHOTONS": "1e5", "PTYCHO__MODEL__N": "128", "HOME": "/x"})
+        layer = env_layer(
+            {"PTYCHO__DATA__SIMULATE__NPHOTONS": "1e5", "PTYCHO__MODEL__N": "128", "HOME": "/x"}
+        )
         assert layer is not None
         assert layer.tree == {"data": {"simulate": {"nphotons": 1e5}}, "model": {"N": 128}}
         assert layer.origins[("model", "N")] == Origin("env", detail="PTYCHO__MODEL__N")
@@ -121,18 +129,25 @@ class TestSetLayer:
     def test_repeated_key(self) -> None:
         """The same key twice is an error naming the first argument."""
         layer = set_layer(["training.nepochs=5", "training.nepochs=6"])
-        assert layer is not None and "also set by --set training.nepochs=5" in layer.issues[0].message
+        assert (
+            layer is not None and "also set by --set training.nepochs=5" in layer.issues[0].message
+        )
 
     def test_missing_equals(self) -> None:
         """An argument without "=" is a usage error."""
-        with pytest.raises(UsageError, match="expected section.key=value"):
+        with pytest.raises(UsageError, match=r"expected section\.key=value"):
             set_layer(["training.nepochs"])
 
 
 class TestParseValue:
     def test_toml_values(self) -> None:
         """Numbers, booleans, arrays and quoted strings parse as TOML."""
-        assert [parse_value("4"), parse_value("true"), parse_value("[1, 2]"), parse_value('"a"')] == [4, True, [1, 2], "a"]
+        assert [
+            parse_value("4"),
+            parse_value("true"),
+            parse_value("[1, 2]"),
+            parse_value('"a"'),
+        ] == [4, True, [1, 2], "a"]
 
     def test_injection_stays_a_string(self) -> None:
         """A value that would define more keys is kept as text."""
@@ -170,7 +185,11 @@ class TestFileLayers:
         """A spec layer records the file's absolute path, sha256 and size."""
         (tmp_path / "s.toml").write_text("spec_version = 1\n")
         layer = read_spec(str(tmp_path / "s.toml"))
-        assert layer.file is not None and layer.file.size == 17 and layer.file.sha256.startswith("sha256:")
+        assert (
+            layer.file is not None
+            and layer.file.size == 17
+            and layer.file.sha256.startswith("sha256:")
+        )
 
 
 class TestLoadLayers:

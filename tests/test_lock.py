@@ -36,7 +36,14 @@ class TestDumpsLock:
     def test_tables(self, lock: Lock) -> None:
         """The lock holds the documented top-level tables, keys sorted."""
         data = tomllib.loads(dumps_lock(lock))
-        assert list(data) == ["canonical", "environment", "execution", "inputs", "lock", "provenance"]
+        assert list(data) == [
+            "canonical",
+            "environment",
+            "execution",
+            "inputs",
+            "lock",
+            "provenance",
+        ]
         assert list(data["canonical"]) == ["data", "inference", "model", "run", "seeds", "training"]
         assert data["lock"]["format_version"] == FORMAT_VERSION
 
@@ -49,7 +56,9 @@ class TestDumpsLock:
     def test_provenance_inline_tables(self, lock: Lock) -> None:
         """Provenance entries are one-line inline tables."""
         text = dumps_lock(lock)
-        assert '"run.task" = { file = "/virtual/specs/spec.toml", layer = "spec", line = 8 }' in text
+        assert (
+            '"run.task" = { file = "/virtual/specs/spec.toml", layer = "spec", line = 8 }' in text
+        )
 
     def test_deterministic(self) -> None:
         """The same inputs give byte-identical text."""
@@ -68,7 +77,9 @@ class TestLoadsLock:
     def test_edit_names_the_table(self, lock: Lock) -> None:
         """An edited value fails the digest check, naming the changed table."""
         text = _edit(dumps_lock(lock), {"canonical.training.nepochs": 99})
-        with pytest.raises(LockError, match=r"edited after it was written; changed: \[canonical\]; recompile") as caught:
+        with pytest.raises(
+            LockError, match=r"edited after it was written; changed: \[canonical\]; recompile"
+        ) as caught:
             loads_lock(text)
         assert caught.value.exit_code == 3
 
@@ -80,7 +91,9 @@ class TestLoadsLock:
     def test_other_format_version(self, lock: Lock) -> None:
         """A lock of another format version names the supported one."""
         text = _edit(dumps_lock(lock), {"lock.format_version": 2})
-        with pytest.raises(LockError, match="format_version 2 is not supported; .* reads format_version 1"):
+        with pytest.raises(
+            LockError, match=r"format_version 2 is not supported; .* reads format_version 1"
+        ):
             loads_lock(text)
 
     def test_not_a_lock(self) -> None:

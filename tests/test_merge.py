@@ -18,10 +18,19 @@ class TestMerge:
     def test_history_in_layer_order(self) -> None:
         """Every setting of a key is kept, lowest layer first."""
         merged = merge(
-            layers_for("spec_version = 1\n[run]\nseed = 2\n", environ={"PTYCHO__RUN__SEED": "3"}, sets=["run.seed=4"])
+            layers_for(
+                "spec_version = 1\n[run]\nseed = 2\n",
+                environ={"PTYCHO__RUN__SEED": "3"},
+                sets=["run.seed=4"],
+            )
         )
         history = merged.history[("run", "seed")]
-        assert [(s.origin.layer, s.value) for s in history] == [("default", 0), ("spec", 2), ("env", 3), ("set", 4)]
+        assert [(s.origin.layer, s.value) for s in history] == [
+            ("default", 0),
+            ("spec", 2),
+            ("env", 3),
+            ("set", 4),
+        ]
         assert merged.tree["run"]["seed"] == 4
 
     def test_origin_falls_back_to_the_table(self) -> None:

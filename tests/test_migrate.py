@@ -102,7 +102,13 @@ class TestV0ToV1:
     def test_inapplicable_knobs_dropped_with_notes(self) -> None:
         """Knobs without effect (momentum with adam, plateau_* with constant) are dropped, noted."""
         tree, notes = migrate(PTYCHOPINN_YAML)
-        for key in ("momentum", "plateau_factor", "warmup_epochs", "min_lr_ratio", "gradient_clip_algorithm"):
+        for key in (
+            "momentum",
+            "plateau_factor",
+            "warmup_epochs",
+            "min_lr_ratio",
+            "gradient_clip_algorithm",
+        ):
             assert key not in tree["training"]
         assert any("training.momentum = 0.9 dropped" in n for n in notes)
         assert any(n.startswith('backend = "tensorflow" dropped') for n in notes)
@@ -117,8 +123,15 @@ class TestV0ToV1:
     def test_unrepresentable_values(self) -> None:
         """Settings spec v1 cannot express are errors, all reported."""
         with pytest.raises(SpecError) as caught:
-            migrate("architecture: fno\ngradient_clip_algorithm: agc\npositions_provided: false\nfoo: 1\n")
-        assert [i.path for i in caught.value.issues] == ["architecture", "gradient_clip_algorithm", "positions_provided", "foo"]
+            migrate(
+                "architecture: fno\ngradient_clip_algorithm: agc\npositions_provided: false\nfoo: 1\n"
+            )
+        assert [i.path for i in caught.value.issues] == [
+            "architecture",
+            "gradient_clip_algorithm",
+            "positions_provided",
+            "foo",
+        ]
 
     def test_flat_model_keys_and_legacy_names(self) -> None:
         """Model settings may sit at the top level; params.cfg names are understood."""
@@ -128,5 +141,5 @@ class TestV0ToV1:
 
     def test_conflicting_duplicates(self) -> None:
         """The same setting given twice with two values is an error."""
-        with pytest.raises(SpecError, match="conflicts with another key for data.n_groups"):
+        with pytest.raises(SpecError, match=r"conflicts with another key for data\.n_groups"):
             migrate("n_groups: 100\nn_images: 200\n")

@@ -25,7 +25,9 @@ from ptycho_spec.errors import SpecError
 from ptycho_spec.lock import dumps_lock, loads_lock
 from ptycho_spec.tree import KeyPath, dotted, fields_of, iter_leaves, table_class
 
-PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPERTY_SETTINGS
@@ -68,7 +70,9 @@ _LAYER_VALUES: dict[KeyPath, st.SearchStrategy[Any]] = {
 def test_the_highest_layer_wins(data: st.DataObject) -> None:
     """(c) A value set at a higher layer wins, and its provenance names that layer."""
     key = data.draw(st.sampled_from(list(_LAYER_VALUES)))
-    layers = data.draw(st.lists(st.sampled_from(["extends", "spec", "env", "set"]), min_size=1, unique=True))
+    layers = data.draw(
+        st.lists(st.sampled_from(["extends", "spec", "env", "set"]), min_size=1, unique=True)
+    )
     values = {layer: data.draw(_LAYER_VALUES[key]) for layer in layers}
     lock = compile_text(**_layered(key, values))
     winner = max(layers, key=["extends", "spec", "env", "set"].index)
@@ -86,9 +90,16 @@ def _layered(key: KeyPath, values: dict[str, Any]) -> dict[str, Any]:
             for part in key[:-1]:
                 node = node.setdefault(part, {})
             node[key[-1]] = values[layer]
-    env = {"PTYCHO__" + "__".join(key).upper(): toml_value(values["env"])} if "env" in values else {}
+    env = (
+        {"PTYCHO__" + "__".join(key).upper(): toml_value(values["env"])} if "env" in values else {}
+    )
     sets = [f"{dotted(key)}={toml_value(values['set'])}"] if "set" in values else []
-    return {"text": toml(spec), "bases": [("/virtual/specs/base.toml", toml(base))], "environ": env, "sets": sets}
+    return {
+        "text": toml(spec),
+        "bases": [("/virtual/specs/base.toml", toml(base))],
+        "environ": env,
+        "sets": sets,
+    }
 
 
 def _resolved(lock: Any, key: KeyPath) -> Any:
@@ -103,13 +114,19 @@ _TABLE_KEYS = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
 
 @PROPERTY_SETTINGS
 @given(spec_cases(), st.data())
-def test_an_extra_key_anywhere_is_reported_at_its_path(case: tuple[dict[str, Any], Any], data: st.DataObject) -> None:
+def test_an_extra_key_anywhere_is_reported_at_its_path(
+    case: tuple[dict[str, Any], Any], data: st.DataObject
+) -> None:
     """(d) A key inserted anywhere gives exit code 2 naming that key's path."""
     tree, _facts = case
     tables = [()] + [p for p, v in _tables(tree)]
     table = data.draw(st.sampled_from(tables))
     cls = table_class(table)
-    key = data.draw(_TABLE_KEYS.filter(lambda k: k not in fields_of(cls) and k not in ("spec_version", "extends")))
+    key = data.draw(
+        _TABLE_KEYS.filter(
+            lambda k: k not in fields_of(cls) and k not in ("spec_version", "extends")
+        )
+    )
     node = tree
     for part in table:
         node = node.setdefault(part, {})
@@ -134,7 +151,9 @@ _WRONG = st.sampled_from(["text", "auto", "none", True, 7, -3, 2.5, [1, 2], {"x"
 
 @PROPERTY_SETTINGS
 @given(spec_cases(), st.data())
-def test_a_wrong_value_anywhere_gives_a_diagnostic(case: tuple[dict[str, Any], Any], data: st.DataObject) -> None:
+def test_a_wrong_value_anywhere_gives_a_diagnostic(
+    case: tuple[dict[str, Any], Any], data: st.DataObject
+) -> None:
     """(e) A value of another type anywhere gives a diagnostic, never another exception."""
     tree, facts = case
     leaves = list(iter_leaves(tree))
@@ -154,7 +173,9 @@ def test_a_wrong_value_anywhere_gives_a_diagnostic(case: tuple[dict[str, Any], A
 
 @PROPERTY_SETTINGS
 @given(spec_cases(), st.randoms(use_true_random=False))
-def test_key_order_does_not_change_the_lock(case: tuple[dict[str, Any], Any], rng: random.Random) -> None:
+def test_key_order_does_not_change_the_lock(
+    case: tuple[dict[str, Any], Any], rng: random.Random
+) -> None:
     """(f) Keys in another order (inline tables keep every line) give the same lock bytes."""
     tree, facts = case
     first = dumps_lock(compile_text(_inline_toml(tree, rng), facts))
@@ -182,5 +203,7 @@ def test_compile_run_uses_only_its_arguments() -> None:
     text = toml({"data": {"source": "simulate", "n_groups": "all"}, "run": {"task": "train"}})
     layers = layers_for(text)
     first = dumps_lock(compile_run(layers, facts_for({"data": {"source": "simulate"}}), HOST))
-    assert first == dumps_lock(compile_run(layers, facts_for({"data": {"source": "simulate"}}), HOST))
+    assert first == dumps_lock(
+        compile_run(layers, facts_for({"data": {"source": "simulate"}}), HOST)
+    )
     assert SPEC_PATH in first

@@ -25,7 +25,12 @@ def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compiled(extra: dict[str, Any] | None = None, base: dict[str, Any] = SIM, facts: InputFacts | None = None, **kwargs: Any) -> Lock:
+def compiled(
+    extra: dict[str, Any] | None = None,
+    base: dict[str, Any] = SIM,
+    facts: InputFacts | None = None,
+    **kwargs: Any,
+) -> Lock:
     return compile_text(toml(_deep(base, extra or {})), facts, **kwargs)
 
 
@@ -33,7 +38,12 @@ def npz(**kwargs: Any) -> InputFacts:
     return InputFacts(files=(scan_facts(**kwargs),))
 
 
-def failures(extra: dict[str, Any], base: dict[str, Any] = SIM, facts: InputFacts | None = None, **kwargs: Any) -> list[str]:
+def failures(
+    extra: dict[str, Any],
+    base: dict[str, Any] = SIM,
+    facts: InputFacts | None = None,
+    **kwargs: Any,
+) -> list[str]:
     with pytest.raises(SpecError) as caught:
         compiled(extra, base, facts, **kwargs)
     return [issue.render() for issue in caught.value.issues]
@@ -89,7 +99,9 @@ class TestModelSize:
         """N is the probe side in the data, with inferred provenance naming the file."""
         lock = compiled(base=NPZ, facts=npz(side=128))
         assert lock.resolved.canonical.model.N == 128
-        assert lock.provenance["model.N"] == Origin("inferred", file=TRAIN_NPZ, detail="probeGuess 128×128")
+        assert lock.provenance["model.N"] == Origin(
+            "inferred", file=TRAIN_NPZ, detail="probeGuess 128×128"
+        )
 
     def test_simulated_disk(self) -> None:
         """A simulated disk probe gives N = 64."""
@@ -116,12 +128,18 @@ class TestMeasurement:
     def test_explicit_amplitude_on_counts(self) -> None:
         """Calling integer data amplitudes is a data error (exit 4)."""
         with pytest.raises(DataError, match="holds counts") as caught:
-            compiled({"data": {"measurement": "amplitude"}}, base=NPZ, facts=npz(measurement="counts", mean_counts=5.0))
+            compiled(
+                {"data": {"measurement": "amplitude"}},
+                base=NPZ,
+                facts=npz(measurement="counts", mean_counts=5.0),
+            )
         assert caught.value.exit_code == 4
 
     def test_simulated_counts(self) -> None:
         """Simulated patterns are amplitudes."""
-        assert "simulated patterns are amplitudes" in failures({"data": {"measurement": "counts"}})[0]
+        assert (
+            "simulated patterns are amplitudes" in failures({"data": {"measurement": "counts"}})[0]
+        )
 
 
 class TestNphotons:
@@ -129,11 +147,16 @@ class TestNphotons:
         """Simulated data lock the simulation's photon count, derived."""
         lock = compiled({"data": {"simulate": {"nphotons": 1e5}}})
         assert lock.resolved.canonical.training.nphotons == 1e5
-        assert lock.provenance["training.nphotons"] == Origin("derived", detail="data.simulate.nphotons")
+        assert lock.provenance["training.nphotons"] == Origin(
+            "derived", detail="data.simulate.nphotons"
+        )
 
     def test_simulated_contradiction(self) -> None:
         """An explicit photon count that differs from the simulation is refused."""
-        assert "differs from the simulated photon count" in failures({"training": {"nphotons": 10.0}})[0]
+        assert (
+            "differs from the simulated photon count"
+            in failures({"training": {"nphotons": 10.0}})[0]
+        )
 
     def test_counts_mean(self) -> None:
         """Counts data give their mean counts per pattern."""
@@ -143,12 +166,17 @@ class TestNphotons:
 
     def test_stored_array_and_default(self) -> None:
         """An nphotons array in amplitude data is used, else 1e9."""
-        assert compiled(base=NPZ, facts=npz(nphotons=5e6)).resolved.canonical.training.nphotons == 5e6
+        assert (
+            compiled(base=NPZ, facts=npz(nphotons=5e6)).resolved.canonical.training.nphotons == 5e6
+        )
         assert compiled(base=NPZ, facts=npz()).resolved.canonical.training.nphotons == 1e9
 
     def test_array_contradiction(self) -> None:
         """An explicit value that contradicts the file's nphotons array is refused."""
-        assert "contradicts the nphotons array" in failures({"training": {"nphotons": 7.0}}, base=NPZ, facts=npz(nphotons=5e6))[0]
+        assert (
+            "contradicts the nphotons array"
+            in failures({"training": {"nphotons": 7.0}}, base=NPZ, facts=npz(nphotons=5e6))[0]
+        )
 
 
 class TestGroups:
@@ -160,15 +188,20 @@ class TestGroups:
     def test_too_many_suggests_all(self) -> None:
         """More groups than patterns is an error suggesting "all"."""
         [message] = failures({}, base=NPZ, facts=npz(n_patterns=100))
-        assert message.endswith('data.n_groups: 512 exceeds the 100 patterns of /virtual/specs/train.npz; set "all" or fewer')
+        assert message.endswith(
+            'data.n_groups: 512 exceeds the 100 patterns of /virtual/specs/train.npz; set "all" or fewer'
+        )
 
     def test_all_with_a_split(self) -> None:
-        """"all" counts the training side of a test_fraction split."""
-        base = _deep(NPZ, {"run": {"task": "train+infer"}, "data": {"test_fraction": 0.25, "n_groups": "all"}})
+        """ "all" counts the training side of a test_fraction split."""
+        base = _deep(
+            NPZ,
+            {"run": {"task": "train+infer"}, "data": {"test_fraction": 0.25, "n_groups": "all"}},
+        )
         assert compiled(base=base, facts=npz(n_patterns=100)).resolved.canonical.data.n_groups == 75
 
     def test_all_simulated(self) -> None:
-        """"all" counts the simulated raster scans."""
+        """ "all" counts the simulated raster scans."""
         lock = compiled({"data": {"simulate": {"object_size": 128, "n_train_objects": 2}}})
         assert lock.resolved.canonical.data.n_groups == 17 * 17 * 2
 
@@ -177,7 +210,10 @@ class TestModelFlags:
     def test_gridsize_2(self) -> None:
         """gridsize > 1 turns on object_big and a pool of 4 neighbours."""
         lock = compiled({"model": {"gridsize": 2}})
-        assert (lock.resolved.canonical.model.object_big, lock.resolved.canonical.data.neighbor_count) == (True, 4)
+        assert (
+            lock.resolved.canonical.model.object_big,
+            lock.resolved.canonical.data.neighbor_count,
+        ) == (True, 4)
 
     def test_gridsize_3_pool_covers_the_group(self) -> None:
         """The automatic pool is at least gridsize²."""
@@ -186,7 +222,10 @@ class TestModelFlags:
     def test_gridsize_1(self) -> None:
         """gridsize 1 has no pool and no shared canvas."""
         lock = compiled()
-        assert (lock.resolved.canonical.model.object_big, lock.resolved.canonical.data.neighbor_count) == (False, None)
+        assert (
+            lock.resolved.canonical.model.object_big,
+            lock.resolved.canonical.data.neighbor_count,
+        ) == (False, None)
 
 
 class TestTraining:
@@ -198,7 +237,11 @@ class TestTraining:
     def test_scheduler_parameters(self) -> None:
         """Only the chosen scheduler's parameters are set."""
         training = compiled({"training": {"scheduler": "plateau"}}).resolved.canonical.training
-        assert (training.plateau_factor, training.plateau_patience, training.warmup_epochs) == (0.5, 2, None)
+        assert (training.plateau_factor, training.plateau_patience, training.warmup_epochs) == (
+            0.5,
+            2,
+            None,
+        )
 
     def test_loss_weights(self) -> None:
         """The loss picks its weight; the other is 0."""
@@ -207,7 +250,12 @@ class TestTraining:
 
     def test_clip_algorithm(self) -> None:
         """Clipping defaults to the norm algorithm."""
-        assert compiled({"training": {"gradient_clip_val": 1.0}}).resolved.canonical.training.gradient_clip_algorithm == "norm"
+        assert (
+            compiled(
+                {"training": {"gradient_clip_val": 1.0}}
+            ).resolved.canonical.training.gradient_clip_algorithm
+            == "norm"
+        )
 
 
 class TestInference:
@@ -219,7 +267,7 @@ class TestInference:
 
 class TestExecution:
     def test_host_accelerator(self) -> None:
-        """"auto" takes the compiling host's accelerator and device count."""
+        """ "auto" takes the compiling host's accelerator and device count."""
         gpu_host = attrs.evolve(HOST, accelerator="cuda", device_count=4)
         lock = compiled({"execution": {"accelerator": "auto", "devices": "auto"}}, host=gpu_host)
         execution = lock.resolved.execution
@@ -230,7 +278,9 @@ class TestExecution:
         """An explicit GPU run compiled on a CPU host warns; counting its GPUs is an error."""
         lock = compiled({"execution": {"accelerator": "gpu", "devices": 2, "strategy": "ddp"}})
         assert any("has no gpu device" in w.message for w in lock.warnings)
-        assert "set a number" in failures({"execution": {"accelerator": "gpu", "devices": "auto"}})[0]
+        assert (
+            "set a number" in failures({"execution": {"accelerator": "gpu", "devices": "auto"}})[0]
+        )
 
     def test_progress_bar_and_monitor(self) -> None:
         """The progress bar follows the terminal; the monitor follows validation."""
@@ -244,7 +294,11 @@ class TestInferTask:
         return compiled({"model": {"N": 64, "gridsize": 2, **model}, "training": {"batch_size": 4}})
 
     def infer(self, bundle: Lock, facts: tuple[Any, ...] = ()) -> Lock:
-        spec = {"run": {"task": "infer"}, "data": {"source": "npz", "test_file": "test.npz"}, "inference": {"bundle": "m.bundle"}}
+        spec = {
+            "run": {"task": "infer"},
+            "data": {"source": "npz", "test_file": "test.npz"},
+            "inference": {"bundle": "m.bundle"},
+        }
         return compiled(base=spec, facts=InputFacts(files=facts, bundle=bundle))
 
     def test_model_and_training_come_from_the_bundle(self) -> None:
@@ -259,16 +313,32 @@ class TestInferTask:
     def test_test_data_must_fit_the_model(self) -> None:
         """Test data with another probe side contradict the bundle's N."""
         test = scan_facts(role="test", path="/virtual/specs/test.npz", side=128)
-        with pytest.raises(SpecError, match=r"64 \(bundle /virtual/specs/m.bundle\) contradicts probeGuess 128×128"):
+        with pytest.raises(
+            SpecError, match=r"64 \(bundle /virtual/specs/m.bundle\) contradicts probeGuess 128×128"
+        ):
             self.infer(self.bundle_lock(), (test,))
 
 
 class TestOtherSources:
     def test_ptychodus_is_not_here_yet(self) -> None:
         """ptychodus data come with the interop module."""
-        assert "provided by the interop module" in failures({}, base={"data": {"source": "ptychodus"}})[0]
+        assert (
+            "provided by the interop module"
+            in failures({}, base={"data": {"source": "ptychodus"}})[0]
+        )
 
     def test_supervised_needs_ground_truth(self) -> None:
         """Supervised training needs objectGuess in the data."""
-        assert "needs ground truth" in failures({"model": {"model_type": "supervised"}, "data": {"n_groups": "all"}}, base=NPZ, facts=npz())[0]
-        compiled({"model": {"model_type": "supervised"}, "data": {"n_groups": "all"}}, base=NPZ, facts=npz(has_object=True))
+        assert (
+            "needs ground truth"
+            in failures(
+                {"model": {"model_type": "supervised"}, "data": {"n_groups": "all"}},
+                base=NPZ,
+                facts=npz(),
+            )[0]
+        )
+        compiled(
+            {"model": {"model_type": "supervised"}, "data": {"n_groups": "all"}},
+            base=NPZ,
+            facts=npz(has_object=True),
+        )

@@ -6,9 +6,9 @@ from typing import Any
 
 from strategies import layers_for, toml
 
+from ptycho_spec.errors import Origin, SpecIssue
 from ptycho_spec.merge import merge
 from ptycho_spec.rules import Context, Finding, check, dedupe, where
-from ptycho_spec.errors import Origin, SpecIssue
 from ptycho_spec.validate import build_spec
 
 SIMULATED = {"data": {"source": "simulate", "n_groups": "all"}}
@@ -21,7 +21,9 @@ def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def findings(extra: dict[str, Any], base: dict[str, Any] = SIMULATED, installed: frozenset[str] = frozenset()) -> list[Finding]:
+def findings(
+    extra: dict[str, Any], base: dict[str, Any] = SIMULATED, installed: frozenset[str] = frozenset()
+) -> list[Finding]:
     merged = merge(layers_for(toml(_deep(base, extra)), source="s.toml"))
     return check(build_spec(merged), Context(merged.locate, merged.explicit, installed))
 
@@ -43,18 +45,25 @@ class TestValidBase:
 class TestSourceRequired:
     def test_missing_source(self) -> None:
         """data.source has no default; leaving it out is an error at the spec file."""
-        assert errors({}, base={}) == ['s.toml: data.source: is required: "npz", "simulate" or "ptychodus"']
+        assert errors({}, base={}) == [
+            's.toml: data.source: is required: "npz", "simulate" or "ptychodus"'
+        ]
 
 
 class TestNeighbors:
     def test_too_few_neighbors(self) -> None:
         """gridsize 2 needs at least 4 neighbours; both locations are named."""
         text = errors({"model": {"gridsize": 2}, "data": {"neighbor_count": 3}})
-        assert text == ["s.toml:6: data.neighbor_count: must be ≥ gridsize² = 4 (model.gridsize = 2 (s.toml:9))"]
+        assert text == [
+            "s.toml:6: data.neighbor_count: must be ≥ gridsize² = 4 (model.gridsize = 2 (s.toml:9))"
+        ]
 
     def test_none_with_gridsize(self) -> None:
         """gridsize > 1 cannot do without a neighbour pool."""
-        assert "is needed when gridsize > 1" in errors({"model": {"gridsize": 2}, "data": {"neighbor_count": "none"}})[0]
+        assert (
+            "is needed when gridsize > 1"
+            in errors({"model": {"gridsize": 2}, "data": {"neighbor_count": "none"}})[0]
+        )
 
     def test_no_effect_with_gridsize_1(self) -> None:
         """An explicit pool with gridsize 1 would have no effect."""
@@ -64,30 +73,44 @@ class TestNeighbors:
 class TestObjectBig:
     def test_true_with_gridsize_1(self) -> None:
         """object_big = true with one patch per sample is refused."""
-        assert "model.object_big: has no effect with gridsize 1" in errors({"model": {"object_big": True}})[0]
+        assert (
+            "model.object_big: has no effect with gridsize 1"
+            in errors({"model": {"object_big": True}})[0]
+        )
 
 
 class TestPadObject:
     def test_probe_big_without_padding(self) -> None:
         """probe_big only acts on a padded object."""
-        assert "model.probe_big: has no effect without object padding" in errors({"model": {"pad_object": False}})[0]
+        assert (
+            "model.probe_big: has no effect without object padding"
+            in errors({"model": {"pad_object": False}})[0]
+        )
 
 
 class TestLoaderWorkers:
     def test_persistent_and_prefetch_need_workers(self) -> None:
         """Both loader knobs need num_workers > 0."""
         found = errors({"execution": {"persistent_workers": True, "prefetch_factor": 2}})
-        assert [m.split(": ")[1] for m in found] == ["execution.persistent_workers", "execution.prefetch_factor"]
+        assert [m.split(": ")[1] for m in found] == [
+            "execution.persistent_workers",
+            "execution.prefetch_factor",
+        ]
 
 
 class TestPrecisionOnCpu:
     def test_fp16_refused(self) -> None:
         """16-mixed on the CPU is an error."""
-        assert "is not supported on the CPU" in errors({"execution": {"accelerator": "cpu", "precision": "16-mixed"}})[0]
+        assert (
+            "is not supported on the CPU"
+            in errors({"execution": {"accelerator": "cpu", "precision": "16-mixed"}})[0]
+        )
 
     def test_bf16_warns(self) -> None:
         """bf16-mixed on the CPU is allowed with a warning."""
-        assert "slow" in warnings({"execution": {"accelerator": "cpu", "precision": "bf16-mixed"}})[0]
+        assert (
+            "slow" in warnings({"execution": {"accelerator": "cpu", "precision": "bf16-mixed"}})[0]
+        )
 
 
 class TestProcesses:
@@ -97,7 +120,10 @@ class TestProcesses:
 
     def test_single_device_with_many(self) -> None:
         """single_device cannot drive several processes."""
-        assert "cannot drive 4 processes" in errors({"execution": {"strategy": "single_device", "devices": 2, "num_nodes": 2}})[0]
+        assert (
+            "cannot drive 4 processes"
+            in errors({"execution": {"strategy": "single_device", "devices": 2, "num_nodes": 2}})[0]
+        )
 
 
 class TestDeterministicCompile:
@@ -126,8 +152,13 @@ class TestCheckpointMonitor:
 
     def test_val_metric_without_validation(self) -> None:
         """A val_ metric needs validation data."""
-        [message] = errors({"execution": {"checkpoint_monitor": "val_loss"}, "training": {"val_fraction": 0}})
-        assert "not logged without validation data" in message and "training.val_fraction = 0.0" in message
+        [message] = errors(
+            {"execution": {"checkpoint_monitor": "val_loss"}, "training": {"val_fraction": 0}}
+        )
+        assert (
+            "not logged without validation data" in message
+            and "training.val_fraction = 0.0" in message
+        )
 
 
 class TestTaskBundle:
@@ -143,7 +174,14 @@ class TestTaskBundle:
 class TestInferSettings:
     def test_model_and_training_come_from_the_bundle(self) -> None:
         """model.* and training.* settings are refused in an inference-only run."""
-        found = errors({"run": {"task": "infer"}, "inference": {"bundle": "m.bundle"}, "model": {"gridsize": 1}, "training": {"nepochs": 2}})
+        found = errors(
+            {
+                "run": {"task": "infer"},
+                "inference": {"bundle": "m.bundle"},
+                "model": {"gridsize": 1},
+                "training": {"nepochs": 2},
+            }
+        )
         assert [m.split(": ")[1] for m in found] == ["model.gridsize", "training.nepochs"]
 
 
@@ -157,8 +195,18 @@ class TestNpzFiles:
 class TestTestSplit:
     def test_fraction_and_file(self) -> None:
         """test_fraction and test_file exclude each other."""
-        base = {"data": {"source": "npz", "train_file": "a.npz", "test_file": "b.npz", "test_fraction": 0.1}}
-        assert "data.test_fraction: has no effect when data.test_file is set" in errors({}, base=base)[0]
+        base = {
+            "data": {
+                "source": "npz",
+                "train_file": "a.npz",
+                "test_file": "b.npz",
+                "test_fraction": 0.1,
+            }
+        }
+        assert (
+            "data.test_fraction: has no effect when data.test_file is set"
+            in errors({}, base=base)[0]
+        )
 
 
 class TestSimulateFiles:
@@ -174,19 +222,39 @@ class TestSimulateFiles:
 class TestForeignTables:
     def test_simulate_settings_with_npz(self) -> None:
         """[data.simulate] settings act only with simulated data."""
-        base = {"data": {"source": "npz", "train_file": "a.npz", "test_fraction": 0.1, "simulate": {"nphotons": 10.0}}}
-        assert "data.simulate.nphotons: has no effect unless data.source = \"simulate\"" in errors({}, base=base)[0]
+        base = {
+            "data": {
+                "source": "npz",
+                "train_file": "a.npz",
+                "test_fraction": 0.1,
+                "simulate": {"nphotons": 10.0},
+            }
+        }
+        assert (
+            'data.simulate.nphotons: has no effect unless data.source = "simulate"'
+            in errors({}, base=base)[0]
+        )
 
     def test_defaults_are_fine(self) -> None:
         """Restating a default is not an error."""
-        base = {"data": {"source": "npz", "train_file": "a.npz", "test_fraction": 0.1, "simulate": {"nphotons": 1e9}}}
+        base = {
+            "data": {
+                "source": "npz",
+                "train_file": "a.npz",
+                "test_fraction": 0.1,
+                "simulate": {"nphotons": 1e9},
+            }
+        }
         assert errors({}, base=base) == []
 
 
 class TestObjectSize:
     def test_too_small_for_a_scan(self) -> None:
         """The object must hold at least a patch plus a scan step."""
-        assert "must be ≥ N + scan_step_test = 74" in errors({"model": {"N": 64}, "data": {"simulate": {"object_size": 70}}})[0]
+        assert (
+            "must be ≥ N + scan_step_test = 74"
+            in errors({"model": {"N": 64}, "data": {"simulate": {"object_size": 70}}})[0]
+        )
 
 
 class TestOptimizerParams:
@@ -204,7 +272,10 @@ class TestOptimizerParams:
 class TestSchedulerParams:
     def test_plateau_settings_with_constant(self) -> None:
         """plateau parameters do nothing with another scheduler."""
-        assert "training.plateau_factor: has no effect here" in errors({"training": {"plateau_factor": 0.5}})[0]
+        assert (
+            "training.plateau_factor: has no effect here"
+            in errors({"training": {"plateau_factor": 0.5}})[0]
+        )
 
     def test_matching_scheduler(self) -> None:
         """The scheduler's own parameters are accepted."""
@@ -214,13 +285,19 @@ class TestSchedulerParams:
 class TestClipAlgorithm:
     def test_algorithm_without_clipping(self) -> None:
         """A clip algorithm without a clip value has no effect."""
-        assert "gradient_clip_algorithm: has no effect here" in errors({"training": {"gradient_clip_algorithm": "value"}})[0]
+        assert (
+            "gradient_clip_algorithm: has no effect here"
+            in errors({"training": {"gradient_clip_algorithm": "value"}})[0]
+        )
 
 
 class TestLossWeights:
     def test_all_zero(self) -> None:
         """At least one loss weight must be positive."""
-        assert "all loss weights are 0" in errors({"training": {"nll_weight": 0.0, "mae_weight": 0.0}})[0]
+        assert (
+            "all loss weights are 0"
+            in errors({"training": {"nll_weight": 0.0, "mae_weight": 0.0}})[0]
+        )
 
 
 class TestWhere:
@@ -236,4 +313,7 @@ class TestDedupe:
     def test_repeats_removed(self) -> None:
         """The same finding from both passes is reported once."""
         issue = SpecIssue("a.b", "bad")
-        assert dedupe([Finding(issue), Finding(issue), Finding(issue, warning=True)]) == [Finding(issue), Finding(issue, warning=True)]
+        assert dedupe([Finding(issue), Finding(issue), Finding(issue, warning=True)]) == [
+            Finding(issue),
+            Finding(issue, warning=True),
+        ]

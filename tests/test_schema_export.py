@@ -44,7 +44,12 @@ class TestJsonSchema:
     def test_fields_carry_ranges_defaults_and_aliases(self) -> None:
         """Bounds, defaults, enums and deprecated aliases come from the metadata."""
         training = json_schema()["properties"]["training"]["properties"]
-        assert training["batch_size"] == {"type": "integer", "minimum": 1, "default": 16, "description": "Samples per batch."}
+        assert training["batch_size"] == {
+            "type": "integer",
+            "minimum": 1,
+            "default": 16,
+            "description": "Samples per batch.",
+        }
         assert training["epochs"]["deprecated"] is True
         assert "ReduceLROnPlateau" in training["scheduler"]["enum"]
 
@@ -57,5 +62,15 @@ class TestMarkdown:
     def test_every_section_and_the_seeds(self) -> None:
         """The reference has one table per spec table, plus the lock-only seeds."""
         text = markdown()
-        for name in ("run", "data", "data.simulate", "data.ptychodus", "model", "training", "inference", "execution", "canonical.seeds"):
+        for name in (
+            "run",
+            "data",
+            "data.simulate",
+            "data.ptychodus",
+            "model",
+            "training",
+            "inference",
+            "execution",
+            "canonical.seeds",
+        ):
             assert f"## [{name}]" in text
