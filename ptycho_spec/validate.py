@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from attrs import frozen
 
 from ptycho_spec.convert import describe, show, structure
 from ptycho_spec.errors import SpecError, SpecIssue
@@ -23,10 +24,10 @@ from ptycho_spec.tree import KeyPath, aliases_of, dotted, fields_of, is_section,
 
 def build_spec(merged: Merged) -> Spec:
     """The spec the merged layers describe; ``SpecError`` lists every problem found."""
-    issues = [issue for layer in merged.layers for issue in layer.issues]
-    sections = _build_table(Spec, merged.tree, (), merged, issues)
-    if issues:
-        raise SpecError(sort_issues(issues))
+    walk = _Walk(merged, [issue for layer in merged.layers for issue in layer.issues])
+    sections = walk.table(Spec, merged.tree, ())
+    if walk.issues:
+        raise SpecError(sort_issues(walk.issues))
     top = merged.top
     return Spec(spec_version=SPEC_VERSION, extends=top.extends if top else (), **sections)
 
@@ -45,58 +46,51 @@ def _line(issue: SpecIssue) -> int:
     return issue.origin.line or 0 if issue.origin else 0
 
 
-def _build_table(
-    cls: type, table: Mapping[str, Any], prefix: KeyPath, merged: Merged, issues: list[SpecIssue]
-) -> dict[str, Any]:
-    """Structured field values of one table; problems are appended to ``issues``."""
-    fields = fields_of(cls)
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        path = (*prefix, key)
-        attribute = fields.get(key)
-        if attribute is None or (cls is Spec and key in FILE_KEYS):
-            issues.append(_unknown(cls, key, path, merged))
-        elif is_section(attribute):
-            values[key] = _build_section(attribute, raw, path, merged, issues)
-        else:
-            values[key] = _build_leaf(attribute, raw, path, merged, issues)
-    return values
+@frozen
+class _Walk:
+    """One walk of a merged tree against the schema, collecting issues as it goes."""
 
+    merged: Merged
+    issues: list[SpecIssue]
 
-def _build_section(
-    attribute: attrs.Attribute[Any],
-    raw: Any,
-    path: KeyPath,
-    merged: Merged,
-    issues: list[SpecIssue],
-) -> Any:
-    if not isinstance(raw, Mapping):
-        issues.append(_issue(path, f"expected a table (got {show(raw)})", merged))
-        return None
-    cls = section_class(attribute)
-    before = len(issues)
-    values = _build_table(cls, raw, path, merged, issues)
-    return cls(**values) if len(issues) == before else None
+    def table(self, cls: type, table: Mapping[str, Any], prefix: KeyPath) -> dict[str, Any]:
+        """Structured field values of one table."""
+        fields = fields_of(cls)
+        values: dict[str, Any] = {}
+        for key, raw in table.items():
+            path = (*prefix, key)
+            attribute = fields.get(key)
+            if attribute is None or (cls is Spec and key in FILE_KEYS):
+                self.issues.append(_unknown(cls, key, path, self.merged))
+            elif is_section(attribute):
+                values[key] = self.section(attribute, raw, path)
+            else:
+                values[key] = self.leaf(attribute, raw, path)
+        return values
 
+    def section(self, attribute: attrs.Attribute[Any], raw: Any, path: KeyPath) -> Any:
+        """A sub-table's instance, or None when it (or anything in it) is wrong."""
+        if not isinstance(raw, Mapping):
+            return self.problem(path, f"expected a table (got {show(raw)})")
+        cls = section_class(attribute)
+        before = len(self.issues)
+        values = self.table(cls, raw, path)
+        return cls(**values) if len(self.issues) == before else None
 
-def _build_leaf(
-    attribute: attrs.Attribute[Any],
-    raw: Any,
-    path: KeyPath,
-    merged: Merged,
-    issues: list[SpecIssue],
-) -> Any:
-    if isinstance(raw, Mapping):
-        issues.append(_issue(path, f"expected {describe(attribute.type)} (got a table)", merged))
-        return None
-    try:
-        value = structure(raw, attribute.type)
-        if attribute.validator is not None:
-            attribute.validator(None, attribute, value)
-    except ValueError as exc:
-        issues.append(_issue(path, str(exc), merged))
-        return None
-    return value
+    def leaf(self, attribute: attrs.Attribute[Any], raw: Any, path: KeyPath) -> Any:
+        """A setting structured by the converter and checked by its own validators."""
+        if isinstance(raw, Mapping):
+            return self.problem(path, f"expected {describe(attribute.type)} (got a table)")
+        try:
+            value = structure(raw, attribute.type)
+            if attribute.validator is not None:
+                attribute.validator(None, attribute, value)
+        except ValueError as exc:
+            return self.problem(path, str(exc))
+        return value
+
+    def problem(self, path: KeyPath, message: str) -> None:
+        self.issues.append(_issue(path, message, self.merged))
 
 
 def _unknown(cls: type, key: str, path: KeyPath, merged: Merged) -> SpecIssue:

@@ -43,6 +43,14 @@ def toml(tree: Mapping[str, Any]) -> str:
     return tomli_w.dumps({"spec_version": 1, **tree})
 
 
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, table by table."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out.get(key, {}), value) if isinstance(value, Mapping) else value
+    return out
+
+
 def toml_value(value: Any) -> str:
     """A value in TOML syntax, as environment variables and ``--set`` take it."""
     return tomli_w.dumps({"v": value}).split(" = ", 1)[1].strip()

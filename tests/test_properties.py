@@ -23,7 +23,7 @@ from ptycho_spec.compile import as_spec, check_layers, compile_run
 from ptycho_spec.convert import to_toml_tree
 from ptycho_spec.errors import SpecError
 from ptycho_spec.lock import dumps_lock, loads_lock
-from ptycho_spec.tree import KeyPath, dotted, fields_of, iter_leaves, table_class
+from ptycho_spec.tree import KeyPath, dotted, fields_of, iter_leaves, set_in, table_class
 
 PROPERTY_SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -86,10 +86,7 @@ def _layered(key: KeyPath, values: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for layer, tree in (("extends", base), ("spec", spec)):
         if layer in values:
-            node = tree
-            for part in key[:-1]:
-                node = node.setdefault(part, {})
-            node[key[-1]] = values[layer]
+            set_in(tree, key, values[layer])
     env = (
         {"PTYCHO__" + "__".join(key).upper(): toml_value(values["env"])} if "env" in values else {}
     )
@@ -127,10 +124,7 @@ def test_an_extra_key_anywhere_is_reported_at_its_path(
             lambda k: k not in fields_of(cls) and k not in ("spec_version", "extends")
         )
     )
-    node = tree
-    for part in table:
-        node = node.setdefault(part, {})
-    node[key] = 1
+    set_in(tree, (*table, key), 1)
     with pytest.raises(SpecError) as caught:
         check_layers(layers_for(toml(tree)), HOST)
     assert caught.value.exit_code == 2
@@ -159,10 +153,7 @@ def test_a_wrong_value_anywhere_gives_a_diagnostic(
     leaves = list(iter_leaves(tree))
     path, _value = data.draw(st.sampled_from(leaves))
     wrong = data.draw(_WRONG)
-    node = tree
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = wrong
+    set_in(tree, path, wrong)
     try:
         compile_text(toml(tree), facts)
     except SpecError as exc:

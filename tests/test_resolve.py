@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 import pytest
-from strategies import HOST, TRAIN_NPZ, compile_text, scan_facts, toml
+from strategies import HOST, TRAIN_NPZ, compile_text, deep_merge, scan_facts, toml
 
 from ptycho_spec.errors import DataError, Origin, SpecError
 from ptycho_spec.facts import InputFacts
@@ -18,20 +18,13 @@ SIM = {"run": {"task": "train"}, "data": {"source": "simulate", "n_groups": "all
 NPZ = {"run": {"task": "train"}, "data": {"source": "npz", "train_file": "train.npz"}}
 
 
-def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _deep(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 def compiled(
     extra: dict[str, Any] | None = None,
     base: dict[str, Any] = SIM,
     facts: InputFacts | None = None,
     **kwargs: Any,
 ) -> Lock:
-    return compile_text(toml(_deep(base, extra or {})), facts, **kwargs)
+    return compile_text(toml(deep_merge(base, extra or {})), facts, **kwargs)
 
 
 def npz(**kwargs: Any) -> InputFacts:
@@ -194,7 +187,7 @@ class TestGroups:
 
     def test_all_with_a_split(self) -> None:
         """ "all" counts the training side of a test_fraction split."""
-        base = _deep(
+        base = deep_merge(
             NPZ,
             {"run": {"task": "train+infer"}, "data": {"test_fraction": 0.25, "n_groups": "all"}},
         )

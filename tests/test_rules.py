@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from strategies import layers_for, toml
+from strategies import deep_merge, layers_for, toml
 
 from ptycho_spec.errors import Origin, SpecIssue
 from ptycho_spec.merge import merge
@@ -14,17 +14,10 @@ from ptycho_spec.validate import build_spec
 SIMULATED = {"data": {"source": "simulate", "n_groups": "all"}}
 
 
-def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _deep(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 def findings(
     extra: dict[str, Any], base: dict[str, Any] = SIMULATED, installed: frozenset[str] = frozenset()
 ) -> list[Finding]:
-    merged = merge(layers_for(toml(_deep(base, extra)), source="s.toml"))
+    merged = merge(layers_for(toml(deep_merge(base, extra)), source="s.toml"))
     return check(build_spec(merged), Context(merged.locate, merged.explicit, installed))
 
 
