@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from strategies import toml, write_scan_npz
 
@@ -97,6 +98,25 @@ class TestCompileSpec:
         with pytest.raises(DataError) as caught:
             compile_spec(str(project / "specs" / "run.toml"), environ={})
         assert caught.value.exit_code == 4
+
+
+class TestSimulatedWithProbeFile:
+    def test_n_from_the_probe_file(self, tmp_path: Path) -> None:
+        """A simulation probe file sets N and is hashed as an input."""
+        np.savez(tmp_path / "probe.npz", probeGuess=np.ones((128, 128), np.complex64))
+        spec = {
+            "run": {"task": "train"},
+            "data": {
+                "source": "simulate",
+                "n_groups": "all",
+                "simulate": {"probe": "probe.npz", "object_size": 140},
+            },
+        }
+        (tmp_path / "s.toml").write_text(toml(spec))
+        lock = compile_spec(str(tmp_path / "s.toml"), environ={})
+        assert lock.resolved.canonical.model.N == 128
+        assert lock.provenance["model.N"].file == str(tmp_path / "probe.npz")
+        assert [d.role for d in lock.inputs.data] == ["probe"]
 
 
 class TestInferFromBundle:

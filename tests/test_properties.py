@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -21,12 +22,13 @@ from strategies import (
 
 from ptycho_spec.compile import as_spec, check_layers, compile_run
 from ptycho_spec.convert import to_toml_tree
-from ptycho_spec.errors import SpecError
+from ptycho_spec.errors import DataError, SpecError
 from ptycho_spec.lock import dumps_lock, loads_lock
 from ptycho_spec.tree import KeyPath, dotted, fields_of, iter_leaves, set_in, table_class
 
+# PTYCHO_EXAMPLES=2000 turns these into a longer fuzzing session.
 PROPERTY_SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=int(os.environ.get("PTYCHO_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -198,3 +200,46 @@ def test_compile_run_uses_only_its_arguments() -> None:
         compile_run(layers, facts_for({"data": {"source": "simulate"}}), HOST)
     )
     assert SPEC_PATH in first
+
+
+_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["auto", "none", "all", "simulate", "npz", "infer", "cpu", "ddp"]),
+)
+_KEYS = st.one_of(
+    st.sampled_from(["run", "data", "simulate", "model", "training", "execution", "N", "gridsize"]),
+    st.sampled_from(["task", "source", "n_groups", "K", "epochs", "devices", "optimizer", "bundle"]),
+    st.text(min_size=1, max_size=6),
+)
+_TREES = st.recursive(
+    st.dictionaries(_KEYS, _SCALARS, max_size=4),
+    lambda children: st.dictionaries(_KEYS, st.one_of(_SCALARS, children, st.lists(_SCALARS, max_size=2)), max_size=4),
+    max_leaves=12,
+)
+
+
+@PROPERTY_SETTINGS
+@given(_TREES, st.dictionaries(st.sampled_from(["PTYCHO__MODEL__N", "PTYCHO__X", "PTYCHO__DATA"]), st.text(max_size=6)))
+def test_arbitrary_trees_never_crash(tree: dict[str, Any], environ: dict[str, str]) -> None:
+    """Any TOML tree and any PTYCHO__ values give a lock or a diagnostic, never a traceback."""
+    try:
+        text = toml(tree)
+    except (TypeError, ValueError):  # not expressible as TOML (e.g. a NaN-free writer refusal)
+        return
+    try:
+        compile_text(text, environ=environ)
+    except (SpecError, DataError):
+        pass
+
+
+@PROPERTY_SETTINGS
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_crashes(text: str) -> None:
+    """Any text is a spec or a diagnostic."""
+    try:
+        compile_text(text)
+    except SpecError as exc:
+        assert exc.issues

@@ -75,6 +75,12 @@ class TestBuildSpec:
             'PTYCHO__TRAINING__NEPOCHS: training.nepochs: expected an integer (got "x")'
         ]
 
+    def test_unknown_environment_variable(self) -> None:
+        """A PTYCHO__ variable that names no setting is an error with a suggestion."""
+        assert _errors("spec_version = 1\n", environ={"PTYCHO__TRAINING__NEPOCH": "3"}) == [
+            'PTYCHO__TRAINING__NEPOCH: training.nepoch: unknown key; did you mean "nepochs"?'
+        ]
+
     def test_non_finite_numbers(self) -> None:
         """inf and nan are refused by every float field."""
         [message] = _errors("spec_version = 1\n[training]\nlearning_rate = inf\n")
