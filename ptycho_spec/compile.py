@@ -23,7 +23,7 @@ from ptycho_spec.merge import Merged, merge
 from ptycho_spec.resolve import Resolution, absolute_paths, input_paths, resolve
 from ptycho_spec.rules import Context, Finding, check, dedupe
 from ptycho_spec.schema import Resolved, Spec
-from ptycho_spec.tree import KeyPath, dotted
+from ptycho_spec.tree import KeyPath, dotted, key_path
 from ptycho_spec.validate import build_spec, sort_issues
 
 
@@ -142,7 +142,7 @@ def _check_files_exist(spec: Spec, merged: Merged) -> None:
         SpecIssue(
             _ROLE_KEYS[role],
             f"no such file: {path}",
-            merged.locate(tuple(_ROLE_KEYS[role].split("."))),
+            merged.locate(key_path(_ROLE_KEYS[role])),
         )
         for role, path in wanted.paths.items()
         if not os.path.isfile(path)

@@ -157,6 +157,8 @@ def _plural(tp: Any) -> str:
 
 def show(value: Any) -> str:
     """A TOML-flavoured rendering of a value for messages: ``"4"``, ``true``, ``a table``."""
+    if value is None:
+        return json.dumps(NONE_STR)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -13,25 +13,19 @@ from ptycho_spec.lock import Lock
 from ptycho_spec.merge import Setting
 from ptycho_spec.rules import where
 from ptycho_spec.schema import Canonical, Spec
-from ptycho_spec.tree import KeyPath, dotted, schema_leaves
+from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 
 
 def run_settings(lock: Lock) -> dict[str, Any]:
     """Every resolved setting of a lock by spec key (``model.N``, ``execution.devices``)."""
     resolved = lock.resolved
-    settings = {dotted(p): _get(resolved.canonical, p) for p, _ in schema_leaves(Canonical)}
+    settings = {dotted(p): value_at(resolved.canonical, p) for p, _ in schema_leaves(Canonical)}
     settings |= {
-        dotted(p): _get(resolved.execution, p[1:])
+        dotted(p): value_at(resolved.execution, p[1:])
         for p, _ in schema_leaves(Spec)
         if p[0] == "execution"
     }
     return settings
-
-
-def _get(obj: Any, path: KeyPath) -> Any:
-    for part in path:
-        obj = getattr(obj, part)
-    return obj
 
 
 def explain(
@@ -47,15 +41,15 @@ def explain(
         hint = f'; did you mean "{close[0]}"?' if close else " (name one such as model.N)"
         raise SpecError([SpecIssue(key, f"not a setting{hint}", Origin("spec", file=source))])
     rows = [
-        (s.origin.layer, _location(s.origin), _shown(s.value))
+        (s.origin.layer, _location(s.origin), show(s.value))
         for s in history.get(tuple(key.split(".")), ())
     ]
     final = lock.provenance.get(key)
     if final is not None and final.layer in ("inferred", "derived", "host", "bundle"):
-        rows.append((final.layer, _location(final), _shown(settings[key])))
+        rows.append((final.layer, _location(final), show(settings[key])))
     width = max(len(location) for _, location, _ in rows) if rows else 0
     lines = [f"  {layer:<9}{location:<{width}}  {value}" for layer, location, value in rows]
-    return "\n".join([f"{key} = {_shown(settings[key])}", *lines])
+    return "\n".join([f"{key} = {show(settings[key])}", *lines])
 
 
 def _location(origin: Origin) -> str:
@@ -67,15 +61,9 @@ def _location(origin: Origin) -> str:
     return ": ".join(p for p in (origin.file, origin.detail) if p) or origin.layer
 
 
-def _shown(value: Any) -> str:
-    return show("none" if value is None else value)
-
-
 def diff(a: Lock, b: Lock) -> list[str]:
     """``key: a → b`` for every resolved setting that differs (empty when the runs match)."""
     left, right = run_settings(a), run_settings(b)
     return [
-        f"{key}: {_shown(left[key])} → {_shown(right[key])}"
-        for key in left
-        if left[key] != right[key]
+        f"{key}: {show(left[key])} → {show(right[key])}" for key in left if left[key] != right[key]
     ]

@@ -30,9 +30,9 @@ from attrs import frozen
 
 from ptycho_spec.errors import DataError, LockError, SpecError, SpecIssue
 from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock, loads_lock
+from ptycho_spec.rules import OPTIONAL_LOGGERS
 
 DIFFRACTION_KEYS: Final = ("diff3d", "diffraction")
-OPTIONAL_PACKAGES: Final = ("tensorboard", "mlflow")
 BUNDLE_LOCK: Final = "lock.toml"
 MAX_BUNDLE_LOCK_BYTES: Final = 4 * 1024 * 1024  # a lock is a few kB; refuse zip bombs
 _CHUNK: Final = 1 << 20
@@ -369,7 +369,7 @@ def read_host(environ: Mapping[str, str], *, full: bool = True) -> HostFacts:
     """Facts of this host. ``full=False`` skips versions and git (what ``validate`` needs)."""
     cuda = torch_cuda_version()
     accelerator, count = _accelerator(environ, cuda)
-    installed = frozenset(p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None)
+    installed = frozenset(p for p in OPTIONAL_LOGGERS if importlib.util.find_spec(p) is not None)
     host = HostFacts(
         cwd=os.getcwd(),
         accelerator=accelerator,

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import attrs
 import tomli_w
-from attrs import frozen
+from attrs import define, frozen
 
 from ptycho_spec import __version__
 from ptycho_spec.convert import show, to_toml_tree
@@ -34,6 +34,7 @@ from ptycho_spec.tree import (
     is_section,
     iter_nodes,
     section_class,
+    set_in,
 )
 
 ENV_PREFIX: Final = "PTYCHO__"
@@ -165,7 +166,7 @@ def _parse(text: str, source: str) -> dict[str, Any]:
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:
-    import yaml
+    import yaml  # only PtychoPINN configs are YAML; PyYAML comes with lightning
 
     try:
         data = yaml.safe_load(text)
@@ -200,85 +201,61 @@ def make_layer(kind: str, tree: Mapping[str, Any], origin_of: Callable[[KeyPath]
 
     ``origin_of`` gives the origin of a key path as written (before alias rewriting).
     """
-    out: dict[str, Any] = {}
-    origins: dict[KeyPath, Origin] = {}
-    issues: list[SpecIssue] = []
-    warnings: list[SpecIssue] = []
-    _normalize(tree, Spec, (), (), _Sink(out, origins, issues, warnings, origin_of))
+    normalizer = _Normalizer(origin_of)
+    out = normalizer.table(tree, Spec, (), ())
     return Layer(
-        kind=kind, tree=out, origins=origins, issues=tuple(issues), warnings=tuple(warnings)
+        kind=kind,
+        tree=out,
+        origins=normalizer.origins,
+        issues=tuple(normalizer.issues),
+        warnings=tuple(normalizer.warnings),
     )
 
 
-@frozen
-class _Sink:
-    """Where :func:`_normalize` writes (local to one :func:`make_layer` call)."""
+@define
+class _Normalizer:
+    """Rewrites aliases in one raw tree (local to one :func:`make_layer` call)."""
 
-    out: dict[str, Any]
-    origins: dict[KeyPath, Origin]
-    issues: list[SpecIssue]
-    warnings: list[SpecIssue]
     origin_of: Callable[[KeyPath], Origin]
+    origins: dict[KeyPath, Origin] = attrs.Factory(dict)
+    issues: list[SpecIssue] = attrs.Factory(list)
+    warnings: list[SpecIssue] = attrs.Factory(list)
 
+    def table(
+        self, table: Mapping[str, Any], cls: type | None, new: KeyPath, old: KeyPath
+    ) -> dict[str, Any]:
+        """A table with canonical key names; ``new``/``old`` are its path after/before."""
+        aliases = aliases_of(cls) if cls is not None else {}
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            name = aliases.get(key, key)
+            origin = self.origin_of((*old, key))
+            if name != key and name in table:
+                msg = f"both {name} and its deprecated alias {key} are set; keep {name}"
+                self.issues.append(SpecIssue(dotted((*new, name)), msg, origin))
+                continue
+            if name != key:
+                msg = f"{key} is a deprecated alias; use {dotted((*new, name))}"
+                self.warnings.append(SpecIssue(dotted((*new, key)), msg, origin))
+            self.origins[(*new, name)] = origin
+            attribute = fields_of(cls).get(name) if cls is not None else None
+            out[name] = self.value(value, attribute, (*new, name), (*old, key))
+        return out
 
-def _normalize(
-    table: Mapping[str, Any], cls: type | None, new: KeyPath, old: KeyPath, sink: _Sink
-) -> None:
-    aliases = aliases_of(cls) if cls is not None else {}
-    for key, value in table.items():
-        name = aliases.get(key, key)
-        origin = sink.origin_of((*old, key))
-        if name != key and name in table:
-            msg = f"both {name} and its deprecated alias {key} are set; keep {name}"
-            sink.issues.append(SpecIssue(dotted((*new, name)), msg, origin))
-            continue
-        if name != key:
-            msg = f"{key} is a deprecated alias; use {dotted((*new, name))}"
-            sink.warnings.append(SpecIssue(dotted((*new, key)), msg, origin))
-        _put(
-            table_value=value,
-            cls=cls,
-            name=name,
-            new=(*new, name),
-            old=(*old, key),
-            sink=sink,
-            origin=origin,
-        )
-
-
-def _put(
-    *,
-    table_value: Any,
-    cls: type | None,
-    name: str,
-    new: KeyPath,
-    old: KeyPath,
-    sink: _Sink,
-    origin: Origin,
-) -> None:
-    attribute = fields_of(cls).get(name) if cls is not None else None
-    sink.origins[new] = origin
-    target = _subtable(sink.out, new[:-1])
-    if isinstance(table_value, Mapping):
-        target[name] = {}
-        child = (
-            section_class(attribute) if attribute is not None and is_section(attribute) else None
-        )
-        _normalize(table_value, child, new, old, sink)
-        return
-    value_aliases = attribute.metadata.get("value_aliases", {}) if attribute is not None else {}
-    if isinstance(table_value, str) and table_value in value_aliases:
-        canonical = value_aliases[table_value]
-        msg = f"{show(table_value)} is a deprecated value; use {show(canonical)}"
-        sink.warnings.append(SpecIssue(dotted(new), msg, origin))
-        table_value = canonical
-    target[name] = table_value
-
-
-def _subtable(tree: dict[str, Any], path: KeyPath) -> dict[str, Any]:
-    for part in path:
-        tree = tree[part]
-    return tree
+    def value(
+        self, value: Any, attribute: attrs.Attribute[Any] | None, new: KeyPath, old: KeyPath
+    ) -> Any:
+        """A sub-table normalized in turn, or a value with its deprecated spelling replaced."""
+        if isinstance(value, Mapping):
+            is_table = attribute is not None and is_section(attribute)
+            return self.table(value, section_class(attribute) if is_table else None, new, old)
+        value_aliases = attribute.metadata.get("value_aliases", {}) if attribute is not None else {}
+        if not isinstance(value, str) or value not in value_aliases:
+            return value
+        canonical = value_aliases[value]
+        msg = f"{show(value)} is a deprecated value; use {show(canonical)}"
+        self.warnings.append(SpecIssue(dotted(new), msg, self.origin_of(old)))
+        return canonical
 
 
 # --- environment variables and --set ------------------------------------------------------------
@@ -358,15 +335,9 @@ def _overrides(kind: str, entries: Iterable[tuple[str, KeyPath, str]]) -> Layer:
                 )
             )
             continue
-        _set_new(tree, path, parse_value(raw))
+        set_in(tree, path, parse_value(raw))
         leaves.append(path)
         for i in range(1, len(path) + 1):
             details.setdefault(path[:i], detail)
     layer = make_layer(kind, tree, lambda p: Origin(kind, detail=details.get(p)))
     return attrs.evolve(layer, issues=(*issues, *layer.issues))
-
-
-def _set_new(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
-    for part in path[:-1]:
-        tree = tree.setdefault(part, {})
-    tree[path[-1]] = value

@@ -35,7 +35,7 @@ from ptycho_spec.convert import structure, to_toml_tree
 from ptycho_spec.errors import LockError, Origin, SpecIssue
 from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
 from ptycho_spec.toml_lines import decode_error
-from ptycho_spec.tree import dotted, schema_leaves
+from ptycho_spec.tree import dotted, schema_leaves, value_at
 
 FORMAT_VERSION: Final = 1
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")
@@ -255,17 +255,11 @@ def _check_resolved(resolved: Resolved) -> None:
         dotted((name, *path))
         for name, obj in tables.items()
         for path, attribute in schema_leaves(type(obj))
-        if attribute.metadata.get("auto") and _get(obj, path) == AUTO
+        if attribute.metadata.get("auto") and value_at(obj, path) == AUTO
     ]
     if unresolved:
         msg = f'invalid lock: unresolved "auto" in {", ".join(unresolved)}'
         raise LockError(msg)
-
-
-def _get(obj: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        obj = getattr(obj, part)
-    return obj
 
 
 # --- text and files ---------------------------------------------------------------------------

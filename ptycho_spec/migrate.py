@@ -19,7 +19,7 @@ from ptycho_spec.convert import flatten
 from ptycho_spec.errors import Origin, SpecError, SpecIssue
 from ptycho_spec.rules import OPTIMIZER_PARAMS, SCHEDULER_PARAMS
 from ptycho_spec.schema import SPEC_SECTIONS, SPEC_VERSION
-from ptycho_spec.tree import get_in, leaf_field, set_in
+from ptycho_spec.tree import get_in, key_path, leaf_field, set_in
 
 YAML_SUFFIXES: Final = (".yaml", ".yml")
 
@@ -244,7 +244,7 @@ def _v0_set(
     issues: list[SpecIssue],
     notes: list[str],
 ) -> None:
-    path = tuple(dotted_path.split("."))
+    path = key_path(dotted_path)
     attribute = leaf_field(path)
     aliases = attribute.metadata.get("value_aliases", {}) if attribute is not None else {}
     if isinstance(value, str) and value in aliases:
@@ -300,13 +300,12 @@ def _drop_inapplicable(out: dict[str, Any]) -> list[str]:
     if training.get("gradient_clip_val") is None:
         drop.append("gradient_clip_algorithm")
     notes = [_drop(training, "training", k) for k in drop if k in training]
+    data = out.get("data", {})
     if model.get("gridsize", 1) == 1:
-        notes += [_drop(model, "model", "object_big")] if model.get("object_big") is True else []
-        notes += (
-            [_drop(out.get("data", {}), "data", "neighbor_count")]
-            if "neighbor_count" in out.get("data", {})
-            else []
-        )
+        if model.get("object_big") is True:
+            notes.append(_drop(model, "model", "object_big"))
+        if "neighbor_count" in data:
+            notes.append(_drop(data, "data", "neighbor_count"))
     return notes
 
 

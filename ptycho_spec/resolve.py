@@ -27,11 +27,10 @@ from ptycho_spec.rules import (
     Context,
     Finding,
     finding,
-    value_at,
     where,
 )
 from ptycho_spec.schema import AUTO, SUPPORTED_N, Canonical, Resolved, Seeds, Spec
-from ptycho_spec.tree import KeyPath, dotted, schema_leaves
+from ptycho_spec.tree import KeyPath, dotted, key_path, schema_leaves, value_at
 
 DEFAULT_TRAIN_GROUPS: Final = 512
 DEFAULT_INFER_BATCH: Final = 64
@@ -155,21 +154,21 @@ class _Run:
     findings: list[Finding] = attrs.field(factory=list)
 
     def get(self, dotted_path: str) -> Any:
-        return value_at(self.spec, _key(dotted_path))
+        return value_at(self.spec, key_path(dotted_path))
 
     def auto(self, dotted_path: str) -> bool:
         return bool(self.get(dotted_path) == AUTO)
 
     def set(self, dotted_path: str, value: Any, origin: Origin) -> None:
-        self.spec = evolve_in(self.spec, _key(dotted_path), value)
-        self.provenance[_key(dotted_path)] = origin
+        self.spec = evolve_in(self.spec, key_path(dotted_path), value)
+        self.provenance[key_path(dotted_path)] = origin
 
     def origin(self, path: KeyPath) -> Origin | None:
         return self.provenance.get(path) or self.merged.origin(path)
 
     def error(self, path: str, message: str, *others: str, warning: bool = False) -> None:
         ctx = Context(origin=self.origin, explicit=self.merged.explicit)
-        at = self.merged.locate(_key(path))
+        at = self.merged.locate(key_path(path))
         self.findings.append(
             finding(self.spec, ctx, path, message, *others, warning=warning, at=at)
         )
@@ -177,10 +176,6 @@ class _Run:
     @property
     def training_task(self) -> bool:
         return self.spec.run.task != "infer"
-
-
-def _key(dotted_path: str) -> KeyPath:
-    return tuple(dotted_path.split("."))
 
 
 def _derived(detail: str) -> Origin:
@@ -231,7 +226,7 @@ def _run_identity(run: _Run) -> None:
         top = run.merged.top
         stem = os.path.splitext(os.path.basename(top.source))[0] if top and top.source else "run"
         run.set("run.name", stem, _derived("the spec file's stem"))
-    output = run.get("run.output_dir").replace("{name}", run.spec.run.name)
+    output = os.path.normpath(run.get("run.output_dir").replace("{name}", run.spec.run.name))
     run.spec = evolve_in(run.spec, ("run", "output_dir"), output)
 
 
@@ -305,7 +300,7 @@ def _model_size(run: _Run) -> None:
 
 
 def _where(run: _Run, dotted_path: str) -> str:
-    return where(run.origin(_key(dotted_path)))
+    return where(run.origin(key_path(dotted_path)))
 
 
 def _measurement(run: _Run) -> None:
@@ -517,7 +512,7 @@ def _training(run: _Run) -> None:
         run,
         "training.gradient_clip_algorithm",
         "norm" if clip is not None else None,
-        f"training.gradient_clip_val = {show(clip if clip is not None else 'none')}",
+        f"training.gradient_clip_val = {show(clip)}",
     )
 
 

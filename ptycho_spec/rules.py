@@ -18,7 +18,7 @@ from attrs import frozen
 from ptycho_spec.convert import show
 from ptycho_spec.errors import Origin, SpecIssue
 from ptycho_spec.schema import AUTO, Spec
-from ptycho_spec.tree import KeyPath, schema_leaves
+from ptycho_spec.tree import KeyPath, key_path, schema_leaves, value_at
 
 # Which optimizer uses which parameter, and which scheduler which parameters.
 OPTIMIZER_PARAMS: Final = MappingProxyType(
@@ -47,7 +47,8 @@ LOGGED_METRICS: Final = (
     "lr",
 )
 MULTI_PROCESS_STRATEGIES: Final = ("ddp", "ddp_spawn", "fsdp")
-LOGGER_EXTRAS: Final = MappingProxyType({"tensorboard": "tensorboard", "mlflow": "mlflow"})
+# Loggers whose package is an optional extra of the same name.
+OPTIONAL_LOGGERS: Final = ("tensorboard", "mlflow")
 
 
 @frozen
@@ -83,24 +84,9 @@ def where(origin: Origin | None) -> str:
     return str(origin)
 
 
-def value_at(spec: Any, path: KeyPath) -> Any:
-    """The setting at ``path`` of a spec (or any object with the same sections)."""
-    for part in path:
-        spec = getattr(spec, part)
-    return spec
-
-
-def _key(path: str) -> KeyPath:
-    return tuple(path.split("."))
-
-
 def _about(spec: Any, ctx: Context, path: str) -> str:
     """``model.gridsize = 1 (spec.toml:4)``: a setting named in another setting's error."""
-    return f"{path} = {show(_shown(value_at(spec, _key(path))))} ({where(ctx.origin(_key(path)))})"
-
-
-def _shown(value: Any) -> Any:
-    return "none" if value is None else value
+    return f"{path} = {show(value_at(spec, key_path(path)))} ({where(ctx.origin(key_path(path)))})"
 
 
 def finding(
@@ -116,7 +102,9 @@ def finding(
     the related settings, shown with their values and locations."""
     context = "; ".join(_about(spec, ctx, o) for o in others)
     text = f"{message} ({context})" if context else message
-    return Finding(SpecIssue(path=path, message=text, origin=at or ctx.origin(_key(path))), warning)
+    return Finding(
+        SpecIssue(path=path, message=text, origin=at or ctx.origin(key_path(path))), warning
+    )
 
 
 def _is_set(value: Any) -> bool:
@@ -218,8 +206,8 @@ def _deterministic_compile(spec: Spec, ctx: Context) -> Iterator[Finding]:
 
 
 def _logger_installed(spec: Spec, ctx: Context) -> Iterator[Finding]:
-    package = LOGGER_EXTRAS.get(spec.execution.logger)
-    if package is not None and package not in ctx.installed:
+    package = spec.execution.logger
+    if package in OPTIONAL_LOGGERS and package not in ctx.installed:
         msg = f'needs the {package} package: pip install "ptycho-spec[{package}]"'
         yield finding(spec, ctx, "execution.logger", msg)
 
@@ -353,7 +341,7 @@ def _applicable(
     spec: Spec, ctx: Context, path: str, applies: bool, because: str
 ) -> Iterator[Finding]:
     """A parameter must be unset ("none") where it does nothing, and set where it acts."""
-    value = value_at(spec, _key(path))
+    value = value_at(spec, key_path(path))
     if not applies and _is_set(value):
         yield finding(spec, ctx, path, 'has no effect here; remove it (or set "none")', because)
     elif applies and value is None:

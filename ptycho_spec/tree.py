@@ -22,6 +22,18 @@ def dotted(path: KeyPath) -> str:
     return ".".join(path)
 
 
+def key_path(dotted_key: str) -> KeyPath:
+    """``"model.N"`` → ``("model", "N")``."""
+    return tuple(dotted_key.split("."))
+
+
+def value_at(obj: Any, path: KeyPath) -> Any:
+    """The attribute at ``path`` of nested attrs instances (``spec.model.N``)."""
+    for part in path:
+        obj = getattr(obj, part)
+    return obj
+
+
 @functools.cache
 def fields_of(cls: type) -> Mapping[str, attrs.Attribute[Any]]:
     """The attrs fields of ``cls`` by name, with their types resolved from annotations."""

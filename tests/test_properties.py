@@ -28,7 +28,9 @@ from ptycho_spec.tree import KeyPath, dotted, fields_of, iter_leaves, set_in, ta
 
 # PTYCHO_EXAMPLES=2000 turns these into a longer fuzzing session.
 PROPERTY_SETTINGS = settings(
-    max_examples=int(os.environ.get("PTYCHO_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=int(os.environ.get("PTYCHO_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
@@ -211,18 +213,27 @@ _SCALARS = st.one_of(
 )
 _KEYS = st.one_of(
     st.sampled_from(["run", "data", "simulate", "model", "training", "execution", "N", "gridsize"]),
-    st.sampled_from(["task", "source", "n_groups", "K", "epochs", "devices", "optimizer", "bundle"]),
+    st.sampled_from(
+        ["task", "source", "n_groups", "K", "epochs", "devices", "optimizer", "bundle"]
+    ),
     st.text(min_size=1, max_size=6),
 )
 _TREES = st.recursive(
     st.dictionaries(_KEYS, _SCALARS, max_size=4),
-    lambda children: st.dictionaries(_KEYS, st.one_of(_SCALARS, children, st.lists(_SCALARS, max_size=2)), max_size=4),
+    lambda children: st.dictionaries(
+        _KEYS, st.one_of(_SCALARS, children, st.lists(_SCALARS, max_size=2)), max_size=4
+    ),
     max_leaves=12,
 )
 
 
 @PROPERTY_SETTINGS
-@given(_TREES, st.dictionaries(st.sampled_from(["PTYCHO__MODEL__N", "PTYCHO__X", "PTYCHO__DATA"]), st.text(max_size=6)))
+@given(
+    _TREES,
+    st.dictionaries(
+        st.sampled_from(["PTYCHO__MODEL__N", "PTYCHO__X", "PTYCHO__DATA"]), st.text(max_size=6)
+    ),
+)
 def test_arbitrary_trees_never_crash(tree: dict[str, Any], environ: dict[str, str]) -> None:
     """Any TOML tree and any PTYCHO__ values give a lock or a diagnostic, never a traceback."""
     try:
