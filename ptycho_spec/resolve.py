@@ -9,6 +9,7 @@ reports contradictions as findings; an explicit value is never silently replaced
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
@@ -19,7 +20,7 @@ from attrs import define, frozen
 
 from ptycho_spec.convert import show
 from ptycho_spec.errors import DataError, Origin
-from ptycho_spec.facts import DataFile, HostFacts, InputFacts, InputPaths
+from ptycho_spec.facts import DataFile, HostFacts, InputFacts, InputPaths, ScanFacts
 from ptycho_spec.merge import Merged
 from ptycho_spec.rules import (
     OPTIMIZER_PARAMS,
@@ -307,28 +308,23 @@ def _measurement(run: _Run) -> None:
     value = run.spec.data.measurement
     if run.spec.data.source == "simulate":
         if value == "counts":
-            run.error(
-                "data.measurement",
-                'simulated patterns are amplitudes; leave it "auto"',
-                "data.source",
-            )
-        run.set("data.measurement", "amplitude", _derived("simulated patterns are amplitudes"))
+            msg = 'simulated patterns are amplitudes; leave it "auto"'
+            run.error("data.measurement", msg, "data.source")
+        _derive(run, "data.measurement", "amplitude", "simulated patterns are amplitudes")
         return
-    kinds = {(f.scan.measurement, f.input.path) for f in _scan_files(run) if f.scan}
-    if len({k for k, _ in kinds}) > 1:
-        raise DataError(
-            "training and test files hold different measurements: "
-            + ", ".join(f"{p}: {k}" for k, p in sorted(kinds))
-        )
-    if not kinds:
+    scans = [f for f in _scan_files(run) if f.scan is not None]
+    if len({f.scan.measurement for f in scans if f.scan}) > 1:
+        found = ", ".join(f"{f.input.path}: {f.scan.measurement}" for f in scans if f.scan)
+        msg = f"the training and test files hold different measurements ({found})"
+        raise DataError(msg)
+    if not scans or scans[0].scan is None:
         return
-    kind, path = min(kinds)
-    if value != AUTO and value != kind:
+    kind, path = scans[0].scan.measurement, scans[0].input.path
+    if value not in (AUTO, kind):
         raise DataError(_measurement_message(run, value, kind), path=path)
     if value == AUTO:
-        run.set(
-            "data.measurement", kind, Origin("inferred", file=path, detail=_MEASUREMENT_WHY[kind])
-        )
+        origin = Origin("inferred", file=path, detail=_MEASUREMENT_WHY[kind])
+        run.set("data.measurement", kind, origin)
 
 
 _MEASUREMENT_WHY: Final = MappingProxyType(
@@ -350,8 +346,8 @@ def _nphotons(run: _Run) -> None:
         _nphotons_simulated(run)
         return
     scans = [f for f in _scan_files(run) if f.scan is not None]
-    if scans:
-        _nphotons_from_file(run, scans[0])
+    if scans and scans[0].scan is not None:
+        _nphotons_from_file(run, scans[0].scan, scans[0].input.path)
 
 
 def _nphotons_simulated(run: _Run) -> None:
@@ -367,43 +363,26 @@ def _nphotons_simulated(run: _Run) -> None:
         )
 
 
-def _nphotons_from_file(run: _Run, file: DataFile) -> None:
-    scan, value, path = file.scan, run.spec.training.nphotons, file.input.path
-    assert scan is not None
-    if (
-        scan.nphotons is not None
-        and value != AUTO
-        and abs(value - scan.nphotons) > 1e-9 * scan.nphotons
-    ):
-        run.error(
-            "training.nphotons",
-            f"{show(value)} contradicts the nphotons array {scan.nphotons!r} in {path}",
-        )
+def _nphotons_from_file(run: _Run, scan: ScanFacts, path: str) -> None:
+    value = run.spec.training.nphotons
     if value != AUTO:
+        if scan.nphotons is not None and not math.isclose(value, scan.nphotons, rel_tol=1e-9):
+            msg = f"{show(value)} contradicts the nphotons array {scan.nphotons!r} in {path}"
+            run.error("training.nphotons", msg)
         return
+    if scan.measurement == "counts" and scan.mean_counts is not None and scan.mean_counts <= 0:
+        run.error("training.nphotons", f"cannot be inferred: the patterns in {path} hold no counts")
+        return
+    run.set("training.nphotons", *_photon_scale(scan, path))
+
+
+def _photon_scale(scan: ScanFacts, path: str) -> tuple[float, Origin]:
+    """Photons per pattern of a file: its mean counts, its nphotons array, else 1e9."""
     if scan.measurement == "counts" and scan.mean_counts is not None:
-        if scan.mean_counts <= 0:
-            run.error(
-                "training.nphotons", f"cannot be inferred: the patterns in {path} hold no counts"
-            )
-            return
-        run.set(
-            "training.nphotons",
-            scan.mean_counts,
-            Origin("inferred", file=path, detail="mean counts per pattern"),
-        )
-    elif scan.nphotons is not None:
-        run.set(
-            "training.nphotons",
-            scan.nphotons,
-            Origin("inferred", file=path, detail="nphotons array"),
-        )
-    else:
-        run.set(
-            "training.nphotons",
-            DEFAULT_NPHOTONS,
-            _derived("default for amplitude data without nphotons"),
-        )
+        return scan.mean_counts, Origin("inferred", file=path, detail="mean counts per pattern")
+    if scan.nphotons is not None:
+        return scan.nphotons, Origin("inferred", file=path, detail="nphotons array")
+    return DEFAULT_NPHOTONS, _derived("default for amplitude data without nphotons")
 
 
 def _patterns(run: _Run, role: str) -> tuple[int, str] | None:
@@ -481,38 +460,35 @@ def _model_flags(run: _Run) -> None:
     )
 
 
-def _training(run: _Run) -> None:
-    training = run.spec.training
-    _derive(
-        run,
-        "training.nll_weight",
-        1.0 if training.loss == "poisson" else 0.0,
-        f"training.loss = {training.loss}",
-    )
-    _derive(
-        run,
-        "training.mae_weight",
-        1.0 if training.loss == "mae" else 0.0,
-        f"training.loss = {training.loss}",
-    )
+def _loss_weights(run: _Run) -> None:
+    loss = run.spec.training.loss
+    because = f"training.loss = {loss}"
+    _derive(run, "training.nll_weight", 1.0 if loss == "poisson" else 0.0, because)
+    _derive(run, "training.mae_weight", 1.0 if loss == "mae" else 0.0, because)
+
+
+def _optimizer_params(run: _Run) -> None:
+    """The chosen optimizer's parameters get their defaults; the others become none."""
+    optimizer = run.spec.training.optimizer
     for name, users in OPTIMIZER_PARAMS.items():
-        applies = training.optimizer in users
-        _derive(
-            run,
-            f"training.{name}",
-            PARAM_DEFAULTS[name] if applies else None,
-            f"training.optimizer = {training.optimizer}",
-        )
+        value = PARAM_DEFAULTS[name] if optimizer in users else None
+        _derive(run, f"training.{name}", value, f"training.optimizer = {optimizer}")
+
+
+def _scheduler_params(run: _Run) -> None:
+    """The chosen scheduler's parameters get their defaults; the others become none."""
+    chosen = run.spec.training.scheduler
     for scheduler, params in SCHEDULER_PARAMS.items():
         for name in params:
-            value = PARAM_DEFAULTS[name] if scheduler == training.scheduler else None
-            _derive(run, f"training.{name}", value, f"training.scheduler = {training.scheduler}")
-    clip = training.gradient_clip_val
+            value = PARAM_DEFAULTS[name] if scheduler == chosen else None
+            _derive(run, f"training.{name}", value, f"training.scheduler = {chosen}")
+
+
+def _clip_algorithm(run: _Run) -> None:
+    clip = run.spec.training.gradient_clip_val
+    value = "norm" if clip is not None else None
     _derive(
-        run,
-        "training.gradient_clip_algorithm",
-        "norm" if clip is not None else None,
-        f"training.gradient_clip_val = {show(clip)}",
+        run, "training.gradient_clip_algorithm", value, f"training.gradient_clip_val = {show(clip)}"
     )
 
 
@@ -607,7 +583,10 @@ STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _groups,
     _supervised_labels,
     _model_flags,
-    _training,
+    _loss_weights,
+    _optimizer_params,
+    _scheduler_params,
+    _clip_algorithm,
     _inference,
     _accelerator,
     _execution,
