@@ -7,7 +7,8 @@ each; a mistake in a spec never shows a traceback.
 Each subcommand is one :class:`Command`: a name, a help line, a function adding its
 arguments and a handler returning the exit code. To add one, write the two functions and add
 an entry to :data:`COMMANDS`. ``run`` (and ``verify``, ``resume``, ``export-npz``) belong to
-the runner; the commands here import neither torch nor lightning.
+the runner; the commands here import neither torch nor lightning. Handlers import what they
+use when they run, so that ``--help`` and ``validate`` load no more than they need.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
 from typing import Final
 
 from attrs import frozen
 
 from ptycho_spec import __version__
-from ptycho_spec.errors import PtychoSpecError, SpecError, SpecIssue, UsageError
+from ptycho_spec.errors import PtychoSpecError, SpecError, SpecIssue
 from ptycho_spec.lock import Lock
 
 
@@ -188,18 +188,9 @@ def _diff(args: argparse.Namespace) -> int:
 def _run_of(path: str) -> Lock:
     """A lock file as written, or a spec compiled now."""
     from ptycho_spec.compile import compile_spec
-    from ptycho_spec.lock import read_lock
+    from ptycho_spec.lock import is_lock_file, read_lock
 
-    return read_lock(path) if _is_lock(path) else compile_spec(path)
-
-
-def _is_lock(path: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data.get("lock"), dict) and "canonical" in data
+    return read_lock(path) if is_lock_file(path) else compile_spec(path)
 
 
 # --- schema and migrate -----------------------------------------------------------------------
@@ -221,15 +212,9 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from ptycho_spec.load import migrated_text
+    from ptycho_spec.load import migrate_file
 
-    try:
-        with open(args.spec, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"{args.spec}: cannot read: {exc}"
-        raise UsageError(msg) from None
-    sys.stdout.write(migrated_text(text, source=args.spec))
+    sys.stdout.write(migrate_file(args.spec))
     return 0
 
 

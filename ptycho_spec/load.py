@@ -94,21 +94,27 @@ def file_layers(path: str, kind: str = "spec", chain: tuple[str, ...] = ()) -> l
 
 def read_spec(path: str, *, kind: str = "spec") -> Layer:
     """One spec file (TOML, or PtychoPINN YAML) as a layer; ``extends`` is not followed."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise SpecError(
-            [SpecIssue("", f"cannot read spec: {exc.strerror}", Origin(kind, file=path))]
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError([SpecIssue("", "not UTF-8 text", Origin(kind, file=path))]) from None
-    layer = loads_spec(text, source=path, kind=kind)
+    raw = _read_bytes(path, kind)
+    layer = loads_spec(_decode(raw, path, kind), source=path, kind=kind)
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     spec_input = SpecInput(path=os.path.abspath(path), sha256=digest, size=len(raw))
     return attrs.evolve(layer, file=spec_input)
+
+
+def _read_bytes(path: str, kind: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        issue = SpecIssue("", f"cannot read spec: {exc.strerror}", Origin(kind, file=path))
+        raise SpecError([issue]) from None
+
+
+def _decode(raw: bytes, path: str, kind: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([SpecIssue("", "not UTF-8 text", Origin(kind, file=path))]) from None
 
 
 def loads_spec(text: str, *, source: str, kind: str = "spec") -> Layer:
@@ -136,6 +142,11 @@ def loads_spec(text: str, *, source: str, kind: str = "spec") -> Layer:
         issues=(*issues, *layer.issues),
         warnings=(*migrated, *layer.warnings),
     )
+
+
+def migrate_file(path: str) -> str:
+    """A spec file's text at the current version (see :func:`migrated_text`)."""
+    return migrated_text(_decode(_read_bytes(path, "spec"), path, "spec"), source=path)
 
 
 def migrated_text(text: str, *, source: str) -> str:

@@ -303,6 +303,16 @@ def loads_lock(text: str, *, source: str = "<lock>") -> Lock:
         raise LockError(msg_0) from None
 
 
+def is_lock_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is a lock (a TOML file with ``[lock]`` and ``[canonical]`` tables)."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data.get("lock"), dict) and "canonical" in data
+
+
 def read_lock(path: str | os.PathLike[str]) -> Lock:
     """Read and check a lock file."""
     with open(path, "rb") as handle:
