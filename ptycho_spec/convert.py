@@ -17,6 +17,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 from cattrs import Converter
@@ -129,13 +130,15 @@ def flatten(tp: Any) -> list[Any]:
     return [tp]
 
 
-_NAMES: typing.Final = {
-    bool: "true or false",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    _NoneType: '"none"',
-}
+_NAMES: typing.Final = MappingProxyType(
+    {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        _NoneType: '"none"',
+    }
+)
 
 
 def describe(tp: Any) -> str:

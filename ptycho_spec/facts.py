@@ -23,6 +23,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -111,17 +112,22 @@ def _read_ptychodus_source(_paths: Mapping[str, str]) -> tuple[DataFile, ...]:
         [
             SpecIssue(
                 path="data.source",
-                message='data.source = "ptychodus" is provided by the interop module',
+                message='"ptychodus" is provided by the interop module',
             )
         ]
     )
 
 
-_READERS: Final[Mapping[str, Callable[[Mapping[str, str]], tuple[DataFile, ...]]]] = {
-    "npz": _read_npz_source,
-    "simulate": _read_simulate_source,
-    "ptychodus": _read_ptychodus_source,
-}
+# One reader per data.source: what the compiler reads of that source's files.
+_READERS: Final[Mapping[str, Callable[[Mapping[str, str]], tuple[DataFile, ...]]]] = (
+    MappingProxyType(
+        {
+            "npz": _read_npz_source,
+            "simulate": _read_simulate_source,
+            "ptychodus": _read_ptychodus_source,
+        }
+    )
+)
 
 
 # --- NPZ files --------------------------------------------------------------------------------

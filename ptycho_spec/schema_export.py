@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -18,14 +19,13 @@ from ptycho_spec.convert import describe, flatten, to_toml_tree
 from ptycho_spec.schema import SPEC_SECTIONS, SPEC_VERSION, Seeds, Spec, one_of_n
 from ptycho_spec.tree import aliases_of, fields_of, is_section, section_class
 
-_JSON_TYPES: Final = {bool: "boolean", int: "integer", float: "number", str: "string"}
-_BOUND_KEYS: Final = {
-    ">": "exclusiveMinimum",
-    ">=": "minimum",
-    "<": "exclusiveMaximum",
-    "<=": "maximum",
-}
-_BOUND_SIGNS: Final = {">": ">", ">=": "≥", "<": "<", "<=": "≤"}
+_JSON_TYPES: Final = MappingProxyType(
+    {bool: "boolean", int: "integer", float: "number", str: "string"}
+)
+_BOUND_KEYS: Final = MappingProxyType(
+    {">": "exclusiveMinimum", ">=": "minimum", "<": "exclusiveMaximum", "<=": "maximum"}
+)
+_BOUND_SIGNS: Final = MappingProxyType({">": ">", ">=": "≥", "<": "<", "<=": "≤"})
 SUPPORTED_N_TEXT: Final = "64, 128 or 256"
 
 
