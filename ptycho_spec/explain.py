@@ -12,8 +12,8 @@ from ptycho_spec.errors import Origin, SpecError, SpecIssue
 from ptycho_spec.lock import Lock
 from ptycho_spec.merge import Setting
 from ptycho_spec.rules import where
-from ptycho_spec.schema import Canonical, Spec
-from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
+from ptycho_spec.schema import Canonical, Execution
+from ptycho_spec.tree import KeyPath, dotted, key_path, schema_leaves, value_at
 
 
 def run_settings(lock: Lock) -> dict[str, Any]:
@@ -22,8 +22,7 @@ def run_settings(lock: Lock) -> dict[str, Any]:
     settings = {dotted(p): value_at(resolved.canonical, p) for p, _ in schema_leaves(Canonical)}
     settings |= {
         dotted(p): value_at(resolved.execution, p[1:])
-        for p, _ in schema_leaves(Spec)
-        if p[0] == "execution"
+        for p, _ in schema_leaves(Execution, ("execution",))
     }
     return settings
 
@@ -41,8 +40,7 @@ def explain(
         hint = f'; did you mean "{close[0]}"?' if close else " (name one such as model.N)"
         raise SpecError([SpecIssue(key, f"not a setting{hint}", Origin("spec", file=source))])
     rows = [
-        (s.origin.layer, _location(s.origin), show(s.value))
-        for s in history.get(tuple(key.split(".")), ())
+        (s.origin.layer, _location(s.origin), show(s.value)) for s in history.get(key_path(key), ())
     ]
     final = lock.provenance.get(key)
     if final is not None and final.layer in ("inferred", "derived", "host", "bundle"):

@@ -30,7 +30,7 @@ from ptycho_spec.rules import (
     finding,
     where,
 )
-from ptycho_spec.schema import AUTO, SUPPORTED_N, Canonical, Resolved, Seeds, Spec
+from ptycho_spec.schema import AUTO, SUPPORTED_N, Canonical, Execution, Resolved, Seeds, Spec
 from ptycho_spec.tree import KeyPath, dotted, key_path, schema_leaves, value_at
 
 DEFAULT_TRAIN_GROUPS: Final = 512
@@ -214,9 +214,8 @@ def _provenance(run: _Run) -> Iterator[tuple[KeyPath, Origin]]:
     seed_origin = _derived(f"run.seed = {run.spec.run.seed}")
     for path, _attribute in schema_leaves(Canonical):
         yield path, seed_origin if path[0] == "seeds" else (run.origin(path) or Origin("default"))
-    for path, _attribute in schema_leaves(Spec):
-        if path[0] == "execution":
-            yield path, run.origin(path) or Origin("default")
+    for path, _attribute in schema_leaves(Execution, ("execution",)):
+        yield path, run.origin(path) or Origin("default")
 
 
 # --- run and bundle ---------------------------------------------------------------------------
