@@ -32,7 +32,8 @@ class _Archive:
         try:
             with np.load(self.path, allow_pickle=False) as npz:
                 self.arrays = {k: self._fetch(npz, k) for k in npz.files}
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+            # ValueError: numpy's refusal of a pickled (non-NPZ) file without allow_pickle
             raise DataError(f"cannot read as NPZ: {exc}", path=self.path) from exc
 
     def _fetch(self, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
@@ -97,7 +98,7 @@ def _diffraction(arc: _Archive, m: int, n: int) -> tuple[str, np.ndarray]:
         raise arc.fail(f"layout {data.shape} is ambiguous: M = N = {n} fits (M, N, N) and the legacy (N, N, M)", key)
     if legacy:
         data = np.moveaxis(data, -1, 0)
-    elif data.shape[0] == m and data.shape[1] == data.shape[2]:
+    elif not standard and data.shape[0] == m and data.shape[1] == data.shape[2]:
         side = data.shape[1]
         raise arc.fail(f"is {n}×{n} but the patterns in {key} are {side}×{side}", "probeGuess")
     elif not standard:

@@ -27,20 +27,21 @@ DISK_PROBE_SCALE = 0.7  # ``ptycho/params.py`` default_probe_scale: disk radius 
 
 
 def _line_pixels(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterize segments ``ends (L, 4)`` = (r0, c0, r1, c1) → pixel rows, cols (vectorized).
+    """Bresenham rasterization of segments ``ends (L, 4)`` = (r0, c0, r1, c1) int → rows, cols.
 
-    max(|Δr|, |Δc|) + 1 evenly spaced samples per segment rounded to the grid: the same
-    8-connected pixel set as Bresenham's algorithm (``skimage.draw.line``) up to rounding ties.
+    The pixel set of ``skimage.draw.line`` (which the reference uses), vectorized over all
+    segments: along the major axis k = 0 … L, the minor offset is ⌊(2·l·k + L) / (2·L)⌋
+    (l, L the minor and major extents), i.e. l·k/L rounded half up, in exact integers.
     """
-    r0, c0, r1, c1 = ends.T.astype(np.float64)
-    steps = np.maximum(np.abs(r1 - r0), np.abs(c1 - c0)).astype(np.int64)
-    owner = np.repeat(np.arange(len(ends)), steps + 1)
-    first = np.cumsum(steps + 1) - (steps + 1)
-    k = np.arange(len(owner)) - first[owner]
-    t = np.where(steps[owner] > 0, k / np.maximum(steps[owner], 1), 0.0)
-    rows = np.rint(r0[owner] + t * (r1 - r0)[owner]).astype(np.int64)
-    cols = np.rint(c0[owner] + t * (c1 - c0)[owner]).astype(np.int64)
-    return rows, cols
+    r0, c0, r1, c1 = ends.T.astype(np.int64)
+    dr, dc = np.abs(r1 - r0), np.abs(c1 - c0)
+    major, minor = np.maximum(dr, dc), np.minimum(dr, dc)
+    owner = np.repeat(np.arange(len(ends)), major + 1)
+    k = np.arange(len(owner)) - (np.cumsum(major + 1) - (major + 1))[owner]
+    offset = (2 * minor[owner] * k + major[owner]) // np.maximum(2 * major[owner], 1)
+    steep = (dr > dc)[owner]
+    along_r, along_c = np.where(steep, k, offset), np.where(steep, offset, k)
+    return r0[owner] + np.sign(r1 - r0)[owner] * along_r, c0[owner] + np.sign(c1 - c0)[owner] * along_c
 
 
 def lines_object(size: int, *, seed: int) -> np.ndarray:

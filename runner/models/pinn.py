@@ -18,10 +18,11 @@ from runner.physics.shift import extract_patches, merge_patches
 
 class Prediction(NamedTuple):
     """One forward pass. ``object``: the generator's patches ``(B, C, N, N)`` complex64;
-    ``amplitude``: predicted diffraction amplitude A in network units ``(B, C, N, N)`` float32."""
+    ``amplitude``: predicted diffraction amplitude A in network units ``(B, C, N, N)`` float32,
+    or None for ``model_type = "supervised"``, whose objective never looks at diffraction."""
 
     object: Tensor
-    amplitude: Tensor
+    amplitude: Tensor | None
 
 
 class PtychoPINN(nn.Module):
@@ -78,9 +79,11 @@ class PtychoPINN(nn.Module):
         """``x (B, C, N, N)`` float, ``relative (B, C, 2)`` px → ``Prediction``.
 
         With ``object_big`` and C > 1 the C patches are merged on one canvas and re-extracted
-        before illumination (the overlap constraint).
+        before illumination (the overlap constraint). Supervised models skip the physics.
         """
         obj = self.predict_object(x)
+        if self.config.model_type == "supervised":
+            return Prediction(object=obj, amplitude=None)
         seen = obj
         if self.config.object_big and self.channels > 1:
             seen = extract_patches(merge_patches(obj, relative), relative, self.n)
