@@ -43,7 +43,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], object], *, device: torch.device, warmup: int, repeats: int) -> float:
+def _median_seconds(
+    fn: Callable[[], object], *, device: torch.device, warmup: int, repeats: int
+) -> float:
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -56,7 +58,9 @@ def _median_seconds(fn: Callable[[], object], *, device: torch.device, warmup: i
     return statistics.median(times)
 
 
-def _setup(n: int, gridsize: int, batch: int, device: torch.device) -> tuple[PtychoPINN, ScalingConstants, torch.Tensor, torch.Tensor]:
+def _setup(
+    n: int, gridsize: int, batch: int, device: torch.device
+) -> tuple[PtychoPINN, ScalingConstants, torch.Tensor, torch.Tensor]:
     model = Model(N=n, gridsize=gridsize, object_big=gridsize > 1)
     probe = disk_probe(n)
     gen = np.random.default_rng(0)
@@ -64,19 +68,29 @@ def _setup(n: int, gridsize: int, batch: int, device: torch.device) -> tuple[Pty
     scaling = ScalingConstants.from_training(amplitude, model=model, nphotons=1e6, probe=probe)
     torch.manual_seed(0)
     net = PtychoPINN(model=model, probe=torch.from_numpy(probe), scaling=scaling).to(device)
-    x = torch.from_numpy(scaling.network_input(amplitude)).reshape(batch, gridsize**2, n, n).to(device)
-    relative = torch.from_numpy(gen.uniform(-4, 4, (batch, gridsize**2, 2)).astype(np.float32)).to(device)
+    x = (
+        torch.from_numpy(scaling.network_input(amplitude))
+        .reshape(batch, gridsize**2, n, n)
+        .to(device)
+    )
+    relative = torch.from_numpy(gen.uniform(-4, 4, (batch, gridsize**2, 2)).astype(np.float32)).to(
+        device
+    )
     return net, scaling, x, relative
 
 
-def measure(n: int, gridsize: int, *, batch: int, device: torch.device, warmup: int, repeats: int) -> tuple[float, float]:
+def measure(
+    n: int, gridsize: int, *, batch: int, device: torch.device, warmup: int, repeats: int
+) -> tuple[float, float]:
     """(training, inference) patterns per second for one configuration."""
     net, scaling, x, relative = _setup(n, gridsize, batch, device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def train_step() -> None:
         pred = net(x, relative)
-        loss = poisson_nll(pred.amplitude, x, photon_scale=scaling.photon_scale, mean_photons=scaling.mean_photons)
+        loss = poisson_nll(
+            pred.amplitude, x, photon_scale=scaling.photon_scale, mean_photons=scaling.mean_photons
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -105,13 +119,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     accel = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    print(f"CPU: {_cpu_model()}; torch threads {torch.get_num_threads()}; torch {torch.__version__}; accelerator: {accel}")
-    print(f"batch {args.batch} samples, median of {args.repeats} after {args.warmup} warm-up, float32, Poisson loss, Adam")
+    print(
+        f"CPU: {_cpu_model()}; torch threads {torch.get_num_threads()}; torch {torch.__version__}; accelerator: {accel}"
+    )
+    print(
+        f"batch {args.batch} samples, median of {args.repeats} after {args.warmup} warm-up, float32, Poisson loss, Adam"
+    )
     print("| N | gridsize | patterns/step | train patterns/s | inference patterns/s |")
     print("|---|---|---|---|---|")
     for n in args.sizes:
         for g in args.gridsizes:
-            train, infer = measure(n, g, batch=args.batch, device=device, warmup=args.warmup, repeats=args.repeats)
+            train, infer = measure(
+                n, g, batch=args.batch, device=device, warmup=args.warmup, repeats=args.repeats
+            )
             print(f"| {n} | {g} | {args.batch * g * g} | {train:.1f} | {infer:.1f} |", flush=True)
 
 

@@ -51,7 +51,13 @@ class Metrics:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: floats, and the FRC curves as lists."""
-        return {name: asdict(getattr(self, name), value_serializer=lambda _i, _a, v: v.tolist() if isinstance(v, np.ndarray) else v) for name in ("amplitude", "phase")}
+        return {
+            name: asdict(
+                getattr(self, name),
+                value_serializer=lambda _i, _a, v: v.tolist() if isinstance(v, np.ndarray) else v,
+            )
+            for name in ("amplitude", "phase")
+        }
 
 
 def _window(gaussian: bool) -> np.ndarray:
@@ -87,7 +93,9 @@ def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float, gaussian: bool = Fa
     var_b = cov_norm * (_valid_filter(b * b, k) - mu_b**2)
     cov = cov_norm * (_valid_filter(a * b, k) - mu_a * mu_b)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
     return float(s.mean())
 
 
@@ -104,8 +112,10 @@ def frc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     t = np.arange(n) - n // 2
     ring = np.rint(np.hypot(t[:, None], t[None, :])).astype(np.int64).ravel()
     keep = ring < n // 2
+
     def ring_sum(v: np.ndarray) -> np.ndarray:
         return np.bincount(ring[keep], v.ravel()[keep], minlength=n // 2)
+
     num = ring_sum((fa * fb.conj()).real)
     den = np.sqrt(ring_sum(np.abs(fa) ** 2) * ring_sum(np.abs(fb) ** 2))
     curve = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
@@ -137,14 +147,25 @@ def _region(shape: tuple[int, int], weight: np.ndarray | None, border: int) -> t
         msg = "no pixel of the reconstruction is covered by the scan"
         raise ValueError(msg)
     rows, cols = np.nonzero(covered.any(axis=1))[0], np.nonzero(covered.any(axis=0))[0]
-    box = (slice(rows[0] + border, rows[-1] + 1 - border), slice(cols[0] + border, cols[-1] + 1 - border))
+    box = (
+        slice(rows[0] + border, rows[-1] + 1 - border),
+        slice(cols[0] + border, cols[-1] + 1 - border),
+    )
     if box[0].start >= box[0].stop or box[1].start >= box[1].stop:
         msg = f"the covered region is too small to trim a {border} px border"
         raise ValueError(msg)
     return box
 
 
-def _channel(truth: np.ndarray, pred: np.ndarray, where: np.ndarray, *, peak: float, ssim_range: float, ssim_offset: float = 0.0) -> ChannelMetrics:
+def _channel(
+    truth: np.ndarray,
+    pred: np.ndarray,
+    where: np.ndarray,
+    *,
+    peak: float,
+    ssim_range: float,
+    ssim_offset: float = 0.0,
+) -> ChannelMetrics:
     err = (truth - pred)[where]
     mse = float(np.mean(err**2))
     curve, crossing = frc(truth, pred)
@@ -152,13 +173,17 @@ def _channel(truth: np.ndarray, pred: np.ndarray, where: np.ndarray, *, peak: fl
         mae=float(np.mean(np.abs(err))),
         mse=mse,
         psnr=float(10 * math.log10(peak**2 / mse)) if mse > 0 else math.inf,
-        ssim=ssim((truth + ssim_offset) / ssim_range, (pred + ssim_offset) / ssim_range, data_range=1.0),
+        ssim=ssim(
+            (truth + ssim_offset) / ssim_range, (pred + ssim_offset) / ssim_range, data_range=1.0
+        ),
         frc50=crossing,
         frc=curve,
     )
 
 
-def evaluate(pred: np.ndarray, truth: np.ndarray, *, border: int = 2, weight: np.ndarray | None = None) -> Metrics:
+def evaluate(
+    pred: np.ndarray, truth: np.ndarray, *, border: int = 2, weight: np.ndarray | None = None
+) -> Metrics:
     """Score ``pred`` against ``truth``, both ``(H, W)`` complex on the same pixel grid.
 
     ``weight`` ``(H, W)`` (the stitcher's) marks covered pixels (> 0); None scores everything.
@@ -168,11 +193,15 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, *, border: int = 2, weight: np
     where = np.ones(t.shape, bool) if weight is None else np.asarray(weight)[box] > 0
     amp_t = np.abs(t).astype(np.float64)
     amp_p = np.abs(p).astype(np.float64)
-    amp_p = amp_p * (amp_t[where].mean() / amp_p[where].mean()) if amp_p[where].mean() > 0 else amp_p
+    amp_p = (
+        amp_p * (amp_t[where].mean() / amp_p[where].mean()) if amp_p[where].mean() > 0 else amp_p
+    )
     amp_range = float(amp_t[where].max() - amp_t[where].min())
     phi_t = remove_plane(np.angle(t), where)
     phi_p = remove_plane(np.angle(p), where)
     return Metrics(
         amplitude=_channel(amp_t, amp_p, where, peak=amp_range, ssim_range=amp_range),
-        phase=_channel(phi_t, phi_p, where, peak=2 * math.pi, ssim_range=2 * math.pi, ssim_offset=math.pi),
+        phase=_channel(
+            phi_t, phi_p, where, peak=2 * math.pi, ssim_range=2 * math.pi, ssim_offset=math.pi
+        ),
     )

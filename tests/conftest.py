@@ -38,4 +38,6 @@ def make_model() -> Callable[..., Model]:
 @pytest.fixture(scope="session")
 def tiny_scan() -> Scan:
     x, y = raster_positions(96, 64, 8)
-    return simulate_scan(lines_object(96, seed=5), disk_probe(64), x, y, nphotons=1e6, probe_scale=4.0, noise_seed=0)
+    return simulate_scan(
+        lines_object(96, seed=5), disk_probe(64), x, y, nphotons=1e6, probe_scale=4.0, noise_seed=0
+    )

@@ -32,8 +32,12 @@ def test_pinn_beats_a_flat_object(make_model) -> None:
     scan = simulate_scan(obj, probe, x, y, nphotons=1e6, probe_scale=4.0, noise_seed=1)
     model = make_model(gridsize=2, object_big=True)
     scaling = ScalingConstants.from_training(scan.amplitude, model=model, nphotons=1e6, probe=probe)
-    groups = group_scan(x, y, gridsize=2, n_groups="all", neighbor_count=4, sequential=False, seed=0)
-    inputs = torch.from_numpy(scaling.network_input(scan.amplitude))[torch.from_numpy(groups.indices)]
+    groups = group_scan(
+        x, y, gridsize=2, n_groups="all", neighbor_count=4, sequential=False, seed=0
+    )
+    inputs = torch.from_numpy(scaling.network_input(scan.amplitude))[
+        torch.from_numpy(groups.indices)
+    ]
     relative = torch.from_numpy(groups.relative).float()
 
     torch.manual_seed(0)
@@ -44,7 +48,12 @@ def test_pinn_beats_a_flat_object(make_model) -> None:
     for _ in range(STEPS):
         batch = torch.randint(0, len(inputs), (BATCH,), generator=order)
         pred = net(inputs[batch], relative[batch])
-        loss = poisson_nll(pred.amplitude, inputs[batch], photon_scale=scaling.photon_scale, mean_photons=scaling.mean_photons)
+        loss = poisson_nll(
+            pred.amplitude,
+            inputs[batch],
+            photon_scale=scaling.photon_scale,
+            mean_photons=scaling.mean_photons,
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

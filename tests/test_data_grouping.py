@@ -51,7 +51,9 @@ class TestGroupScan:
         g = group(neighbor_count=6, n_groups="all")
         assert all(len(set(row)) == 4 for row in g.indices.tolist())
         pool = nearest_neighbors(np.stack([X, Y], -1), np.arange(len(X)), 6)
-        assert all(set(row) <= set(p) for row, p in zip(g.indices.tolist(), pool.tolist(), strict=True))
+        assert all(
+            set(row) <= set(p) for row, p in zip(g.indices.tolist(), pool.tolist(), strict=True)
+        )
 
     def test_seeded(self) -> None:
         """Same seed, same groups; another seed, other groups."""
@@ -104,7 +106,9 @@ class TestInputScale:
         """After scaling by r the mean Σx² is (N/2)²."""
         amp = np.random.default_rng(0).random((7, 64, 64), dtype=np.float32)
         r = input_scale(amp, 64)
-        assert ((r * amp.astype(np.float64)) ** 2).sum(axis=(1, 2)).mean() == pytest.approx(1024.0, rel=1e-9)
+        assert ((r * amp.astype(np.float64)) ** 2).sum(axis=(1, 2)).mean() == pytest.approx(
+            1024.0, rel=1e-9
+        )
 
     def test_integer_data_do_not_overflow(self) -> None:
         """uint16 values are squared in float64 (trap 16)."""

@@ -64,13 +64,17 @@ class TestReadNpz:
     def test_diffraction_alias(self, tmp_path: Path) -> None:
         """'diffraction' is accepted in place of 'diff3d'."""
         arrays = contract()
-        scan = read_npz(save(tmp_path, diff3d=None, diffraction=arrays["diff3d"]), measurement="amplitude")
+        scan = read_npz(
+            save(tmp_path, diff3d=None, diffraction=arrays["diff3d"]), measurement="amplitude"
+        )
         np.testing.assert_array_equal(scan.amplitude, arrays["diff3d"])
 
     def test_legacy_layout_is_transposed(self, tmp_path: Path) -> None:
         """An (N, N, M) stack is read as (M, N, N)."""
         arrays = contract()
-        scan = read_npz(save(tmp_path, diff3d=np.moveaxis(arrays["diff3d"], 0, -1)), measurement="amplitude")
+        scan = read_npz(
+            save(tmp_path, diff3d=np.moveaxis(arrays["diff3d"], 0, -1)), measurement="amplitude"
+        )
         np.testing.assert_array_equal(scan.amplitude, arrays["diff3d"])
 
     @pytest.mark.parametrize("shape", [(N, N, 1), (1, N, N)])
@@ -89,7 +93,12 @@ class TestReadNpz:
 
     def test_ambiguous_cube(self, tmp_path: Path) -> None:
         """M = N: (M, N, N) and the legacy (N, N, M) cannot be told apart."""
-        path = save(tmp_path, diff3d=np.ones((N, N, N), np.float32), xcoords=np.zeros(N), ycoords=np.zeros(N))
+        path = save(
+            tmp_path,
+            diff3d=np.ones((N, N, N), np.float32),
+            xcoords=np.zeros(N),
+            ycoords=np.zeros(N),
+        )
         refused(path, "diff3d", "ambiguous")
 
     def test_wrong_layout(self, tmp_path: Path) -> None:
@@ -100,13 +109,23 @@ class TestReadNpz:
 
     def test_probe_side_differs(self, tmp_path: Path) -> None:
         """N ≠ probe side names probeGuess."""
-        refused(save(tmp_path, probeGuess=np.ones((N // 2, N // 2), np.complex64)), "probeGuess", "patterns")
+        refused(
+            save(tmp_path, probeGuess=np.ones((N // 2, N // 2), np.complex64)),
+            "probeGuess",
+            "patterns",
+        )
 
     def test_probe_not_square(self, tmp_path: Path) -> None:
-        refused(save(tmp_path, probeGuess=np.ones((N, N - 1), np.complex64)), "probeGuess", "not square")
+        refused(
+            save(tmp_path, probeGuess=np.ones((N, N - 1), np.complex64)), "probeGuess", "not square"
+        )
 
     def test_probe_bad_3d(self, tmp_path: Path) -> None:
-        refused(save(tmp_path, probeGuess=np.ones((2, N, N), np.complex64)), "probeGuess", r"\(N, N, 1\)")
+        refused(
+            save(tmp_path, probeGuess=np.ones((2, N, N), np.complex64)),
+            "probeGuess",
+            r"\(N, N, 1\)",
+        )
 
     def test_non_finite(self, tmp_path: Path) -> None:
         data = contract()["diff3d"].copy()
@@ -157,8 +176,13 @@ class TestWriteNpz:
         mask = np.ones((tiny_scan.N, tiny_scan.N), bool)
         mask[0, 0] = False
         scan = Scan(
-            amplitude=tiny_scan.amplitude, x_px=tiny_scan.x_px, y_px=tiny_scan.y_px, probe=tiny_scan.probe,
-            object=tiny_scan.object, scan_index=np.arange(len(tiny_scan), dtype=np.int64), valid_mask=mask,
+            amplitude=tiny_scan.amplitude,
+            x_px=tiny_scan.x_px,
+            y_px=tiny_scan.y_px,
+            probe=tiny_scan.probe,
+            object=tiny_scan.object,
+            scan_index=np.arange(len(tiny_scan), dtype=np.int64),
+            valid_mask=mask,
         )
         path = tmp_path / "out" / "scan.npz"
         write_npz(scan, path, nphotons=1e6)
@@ -190,14 +214,30 @@ class TestScan:
     def test_rejects_inconsistent_shapes(self, tiny_scan: Scan) -> None:
         """Shape and dtype violations raise when a Scan is built."""
         with pytest.raises(ValueError, match="probe"):
-            Scan(amplitude=tiny_scan.amplitude, x_px=tiny_scan.x_px, y_px=tiny_scan.y_px, probe=tiny_scan.probe[:8, :8])
+            Scan(
+                amplitude=tiny_scan.amplitude,
+                x_px=tiny_scan.x_px,
+                y_px=tiny_scan.y_px,
+                probe=tiny_scan.probe[:8, :8],
+            )
         with pytest.raises(ValueError, match="float32"):
-            Scan(amplitude=tiny_scan.amplitude.astype(np.float64), x_px=tiny_scan.x_px, y_px=tiny_scan.y_px, probe=tiny_scan.probe)
+            Scan(
+                amplitude=tiny_scan.amplitude.astype(np.float64),
+                x_px=tiny_scan.x_px,
+                y_px=tiny_scan.y_px,
+                probe=tiny_scan.probe,
+            )
 
     def test_masked_amplitude(self, tiny_scan: Scan) -> None:
         """Bad pixels read 0 in the network's input."""
         mask = np.ones((64, 64), bool)
         mask[5, 6] = False
-        scan = Scan(amplitude=tiny_scan.amplitude, x_px=tiny_scan.x_px, y_px=tiny_scan.y_px, probe=tiny_scan.probe, valid_mask=mask)
+        scan = Scan(
+            amplitude=tiny_scan.amplitude,
+            x_px=tiny_scan.x_px,
+            y_px=tiny_scan.y_px,
+            probe=tiny_scan.probe,
+            valid_mask=mask,
+        )
         assert float(np.abs(scan.masked_amplitude()[:, 5, 6]).max()) == 0.0
         np.testing.assert_array_equal(scan.masked_amplitude()[:, 0], tiny_scan.amplitude[:, 0])

@@ -87,7 +87,9 @@ class TestRasterPositions:
 class TestSimulateScan:
     def test_photon_budget(self, tiny_scan) -> None:
         """Mean photons per pattern ≈ nphotons: s²·mean ΣX² with s from the noiseless patterns."""
-        clean = noiseless_amplitude(tiny_scan.object, tiny_scan.probe, tiny_scan.x_px, tiny_scan.y_px, probe_scale=4.0).numpy()
+        clean = noiseless_amplitude(
+            tiny_scan.object, tiny_scan.probe, tiny_scan.x_px, tiny_scan.y_px, probe_scale=4.0
+        ).numpy()
         s2 = 1e6 / (clean**2).sum(axis=(1, 2)).mean()
         photons = s2 * (tiny_scan.amplitude.astype(np.float64) ** 2).sum(axis=(1, 2))
         assert photons.mean() == pytest.approx(1e6, rel=1e-3)

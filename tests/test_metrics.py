@@ -23,14 +23,20 @@ class TestSSIM:
         """The uniform 7 × 7 window with sample covariance: skimage's default, as the reference calls it."""
         a, b = images()
         rng = float(a.max() - a.min())
-        assert ssim(a, b, data_range=rng) == pytest.approx(structural_similarity(a, b, data_range=rng), abs=1e-3)
-        assert ssim(a, b, data_range=rng) == pytest.approx(structural_similarity(a, b, data_range=rng), abs=1e-10)
+        assert ssim(a, b, data_range=rng) == pytest.approx(
+            structural_similarity(a, b, data_range=rng), abs=1e-3
+        )
+        assert ssim(a, b, data_range=rng) == pytest.approx(
+            structural_similarity(a, b, data_range=rng), abs=1e-10
+        )
 
     def test_matches_skimage_gaussian(self) -> None:
         """The Gaussian σ = 1.5 window without sample covariance."""
         a, b = images(1)
         ours = ssim(a, b, data_range=1.0, gaussian=True)
-        theirs = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        theirs = structural_similarity(
+            a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
         assert ours == pytest.approx(theirs, abs=1e-10)
 
     def test_identical_is_one(self) -> None:
@@ -75,7 +81,9 @@ class TestEvaluate:
         """Identical objects: no error, SSIM 1, infinite PSNR, full FRC."""
         obj = lines_object(64, seed=3)
         m = evaluate(obj, obj)
-        assert m.amplitude.mae == pytest.approx(0, abs=1e-6) and m.phase.mae == pytest.approx(0, abs=1e-6)
+        assert m.amplitude.mae == pytest.approx(0, abs=1e-6) and m.phase.mae == pytest.approx(
+            0, abs=1e-6
+        )
         assert m.amplitude.ssim == pytest.approx(1.0) and m.phase.ssim == pytest.approx(1.0)
         assert m.amplitude.psnr == math.inf
         assert m.amplitude.frc50 == 30  # a 60 px square after the 2 px border
@@ -112,7 +120,9 @@ class TestEvaluate:
         import json
 
         obj = lines_object(64, seed=6)
-        assert json.loads(json.dumps(evaluate(obj, obj).to_dict()))["amplitude"]["ssim"] == pytest.approx(1.0)
+        assert json.loads(json.dumps(evaluate(obj, obj).to_dict()))["amplitude"][
+            "ssim"
+        ] == pytest.approx(1.0)
 
     def test_nothing_covered_raises(self) -> None:
         obj = lines_object(32, seed=1)

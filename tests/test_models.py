@@ -19,7 +19,9 @@ from runner.physics.scaling import ScalingConstants
 from runner.physics.shift import crop_patches
 
 # float(t) of a tensor that carries a graph warns; these tests read values out of such tensors
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Converting a tensor with requires_grad=True:UserWarning"
+)
 
 UNIT = ScalingConstants(input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=1.0)
 
@@ -113,7 +115,10 @@ class TestModelFields:
 
     def test_model_type(self, make_model) -> None:
         """Supervised models return no diffraction (their loss compares objects only)."""
-        assert pinn(make_model(model_type="supervised"))(inputs(1, 1), torch.zeros(1, 1, 2)).amplitude is None
+        assert (
+            pinn(make_model(model_type="supervised"))(inputs(1, 1), torch.zeros(1, 1, 2)).amplitude
+            is None
+        )
         assert pinn(make_model())(inputs(1, 1), torch.zeros(1, 1, 2)).amplitude is not None
 
     def test_architecture(self, make_model) -> None:
@@ -121,7 +126,9 @@ class TestModelFields:
             pinn(make_model(architecture="fno"))
 
     def test_n_filters_scale(self, make_model) -> None:
-        assert n_params(pinn(make_model(n_filters_scale=2))) > 3 * n_params(pinn(make_model(n_filters_scale=1)))
+        assert n_params(pinn(make_model(n_filters_scale=2))) > 3 * n_params(
+            pinn(make_model(n_filters_scale=1))
+        )
 
     def test_amp_activation(self, make_model) -> None:
         x = inputs(1, 1)
@@ -133,7 +140,10 @@ class TestModelFields:
 
     def test_object_big(self, make_model) -> None:
         """Without object_big the 4 channels are independent samples of one-channel patches."""
-        x, rel = inputs(2, 4), torch.tensor([[[2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]]]).expand(2, 4, 2)
+        x, rel = (
+            inputs(2, 4),
+            torch.tensor([[[2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]]]).expand(2, 4, 2),
+        )
         small = pinn(make_model(gridsize=2, object_big=False))
         objs = small.predict_object(x)
         torch.testing.assert_close(objs[1, 2:3], small.predict_object(x[1:2, 2:3])[0])
@@ -147,8 +157,12 @@ class TestModelFields:
         x = inputs(1, 1)
         border = torch.ones(64, 64, dtype=torch.bool)
         border[16:48, 16:48] = False
-        assert float(pinn(make_model(probe_big=False)).predict_object(x)[..., border].abs().max()) == 0
-        assert float(pinn(make_model(probe_big=True)).predict_object(x)[..., border].abs().max()) > 0
+        assert (
+            float(pinn(make_model(probe_big=False)).predict_object(x)[..., border].abs().max()) == 0
+        )
+        assert (
+            float(pinn(make_model(probe_big=True)).predict_object(x)[..., border].abs().max()) > 0
+        )
 
     def test_pad_object(self, make_model) -> None:
         """Without pad_object the head's activation covers all N × N pixels, border included."""
@@ -169,7 +183,9 @@ class TestModelFields:
     def test_probe_scale(self, make_model) -> None:
         """The probe is normalized once to mean|P̂| = 1/probe_scale (trap 3)."""
         for scale in (2.0, 4.0):
-            assert float(pinn(make_model(probe_scale=scale)).probe.abs().mean()) == pytest.approx(1 / scale, rel=1e-5)
+            assert float(pinn(make_model(probe_scale=scale)).probe.abs().mean()) == pytest.approx(
+                1 / scale, rel=1e-5
+            )
 
     def test_gaussian_smoothing_sigma(self, make_model) -> None:
         obj = pinn(make_model()).predict_object(inputs(1, 1))
@@ -180,7 +196,10 @@ class TestModelFields:
         high[16:48, 16:48] = False
         assert float((smooth[..., high] ** 2).sum()) < float((sharp[..., high] ** 2).sum())
 
-    @pytest.mark.parametrize(("field", "name"), [("probe_trainable", "probe_ri"), ("intensity_scale_trainable", "log_gain")])
+    @pytest.mark.parametrize(
+        ("field", "name"),
+        [("probe_trainable", "probe_ri"), ("intensity_scale_trainable", "log_gain")],
+    )
     def test_trainable_flags(self, make_model, field: str, name: str) -> None:
         """A parameter (with a gradient) when trainable, a buffer otherwise."""
         on, off = pinn(make_model(**{field: True})), pinn(make_model(**{field: False}))
@@ -196,9 +215,13 @@ class TestPtychoPINN:
         obj, probe = lines_object(80, seed=2), disk_probe(64)
         x, y = raster_positions(80, 64, 8)
         net = PtychoPINN(model=make_model(), probe=torch.from_numpy(probe), scaling=UNIT)
-        patches = crop_patches(torch.from_numpy(obj), torch.from_numpy(x), torch.from_numpy(y), 64)[:, None]
+        patches = crop_patches(torch.from_numpy(obj), torch.from_numpy(x), torch.from_numpy(y), 64)[
+            :, None
+        ]
         clean = noiseless_amplitude(obj, probe, x, y, probe_scale=4.0)
-        torch.testing.assert_close(net.diffract(patches)[:, 0].double(), clean, rtol=1e-4, atol=1e-5 * float(clean.max()))
+        torch.testing.assert_close(
+            net.diffract(patches)[:, 0].double(), clean, rtol=1e-4, atol=1e-5 * float(clean.max())
+        )
 
     def test_initial_gain(self, make_model) -> None:
         """g starts at the scaling's initial gain."""
@@ -229,7 +252,9 @@ class TestPtychoPINN:
             a.log_gain.add_(0.1)
         b.load_state_dict(a.state_dict(), strict=True)
         x = inputs(1, 1)
-        torch.testing.assert_close(b(x, torch.zeros(1, 1, 2)).amplitude, a(x, torch.zeros(1, 1, 2)).amplitude)
+        torch.testing.assert_close(
+            b(x, torch.zeros(1, 1, 2)).amplitude, a(x, torch.zeros(1, 1, 2)).amplitude
+        )
 
     def test_predict_object_is_the_generator(self, make_model) -> None:
         """predict_object combines the generator's amplitude and phase heads, nothing else."""

@@ -24,7 +24,9 @@ class TestPoissonNLL:
         observed = (counts.sqrt() / S).float()
         lam = (S * pred.double()) ** 2
         k = (S * observed.double()) ** 2
-        expected = -torch.distributions.Poisson(lam).log_prob(k.round()).sum(dim=(1, 2, 3)).mean() / I_BAR
+        expected = (
+            -torch.distributions.Poisson(lam).log_prob(k.round()).sum(dim=(1, 2, 3)).mean() / I_BAR
+        )
         loss = poisson_nll(pred, observed, photon_scale=S, mean_photons=I_BAR)
         assert loss.dtype == torch.float64
         assert float(loss) == pytest.approx(float(expected), rel=1e-6)
@@ -40,12 +42,17 @@ class TestPoissonNLL:
         """A batch's loss is the mean of its samples' losses: no batch statistic (trap 5)."""
         pred, observed = rand(4, 1, 8, 8, seed=2), rand(4, 1, 8, 8, seed=3)
         whole = poisson_nll(pred, observed, photon_scale=S, mean_photons=I_BAR)
-        parts = [poisson_nll(pred[i : i + 1], observed[i : i + 1], photon_scale=S, mean_photons=I_BAR) for i in range(4)]
+        parts = [
+            poisson_nll(pred[i : i + 1], observed[i : i + 1], photon_scale=S, mean_photons=I_BAR)
+            for i in range(4)
+        ]
         assert float(whole) == pytest.approx(float(sum(parts) / 4), rel=1e-12)
         brighter = observed.clone()
         brighter[3] *= 10
         first = poisson_nll(pred[:1], observed[:1], photon_scale=S, mean_photons=I_BAR)
-        assert float(first) == float(poisson_nll(pred[:1], brighter[:1], photon_scale=S, mean_photons=I_BAR))
+        assert float(first) == float(
+            poisson_nll(pred[:1], brighter[:1], photon_scale=S, mean_photons=I_BAR)
+        )
 
     def test_mask_excludes_pixels(self) -> None:
         """Values at masked-out pixels do not change the loss."""
@@ -61,7 +68,9 @@ class TestPoissonNLL:
 
     def test_finite_at_zero_prediction(self) -> None:
         """λ = 0 with photons measured stays finite (ε in the log, trap 4)."""
-        loss = poisson_nll(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), photon_scale=S, mean_photons=I_BAR)
+        loss = poisson_nll(
+            torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), photon_scale=S, mean_photons=I_BAR
+        )
         assert math.isfinite(float(loss))
 
 

@@ -20,7 +20,9 @@ class TestNormalizeProbe:
         """With a mask the mean runs over M·P."""
         probe = torch.from_numpy(disk_probe(64)) * (2 + 1j)
         mask = probe_mask(64)
-        assert float((normalize_probe(probe, 2.0, mask) * mask).abs().mean()) == pytest.approx(0.5, rel=1e-6)
+        assert float((normalize_probe(probe, 2.0, mask) * mask).abs().mean()) == pytest.approx(
+            0.5, rel=1e-6
+        )
 
     def test_scale_invariant(self) -> None:
         """The stored probe's overall scale does not survive normalization."""

@@ -39,7 +39,12 @@ class TestFarField:
     def test_float32_matches_float64(self) -> None:
         """complex64 and complex128 transforms agree to single precision."""
         psi = randc(2, 64, 64, dtype=torch.complex128)
-        torch.testing.assert_close(far_field(psi.to(torch.complex64)).to(torch.complex128), far_field(psi), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            far_field(psi.to(torch.complex64)).to(torch.complex128),
+            far_field(psi),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 class TestAmplitude:
@@ -67,11 +72,17 @@ class TestGaussianSmooth:
         psi = randc(1, 9, 11, dtype=torch.complex128)
         k = gaussian_kernel(0.8, 1)
         kernel = np.outer(k, k)
+
         def blur(part: np.ndarray) -> np.ndarray:
             padded = np.pad(part, 1, mode="reflect")
-            return sum(kernel[a, b] * padded[a : a + 9, b : b + 11] for a in range(3) for b in range(3))
+            return sum(
+                kernel[a, b] * padded[a : a + 9, b : b + 11] for a in range(3) for b in range(3)
+            )
+
         expected = blur(psi[0].real.numpy()) + 1j * blur(psi[0].imag.numpy())
-        np.testing.assert_allclose(gaussian_smooth(psi, 0.8)[0].numpy(), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            gaussian_smooth(psi, 0.8)[0].numpy(), expected, rtol=1e-12, atol=1e-12
+        )
 
     def test_keeps_a_constant(self) -> None:
         """The kernel sums to one, so a constant wave is unchanged."""

@@ -24,23 +24,33 @@ class TestScalingConstants:
         assert sc.photon_scale == pytest.approx(math.sqrt(4e6) / 32)
         assert sc.mean_photons == 4e6
         assert ((sc.photon_scale * x) ** 2).sum(axis=(1, 2)).mean() == pytest.approx(4e6, rel=1e-6)
-        assert sc.initial_gain == pytest.approx(initial_gain(normalize_probe(torch.from_numpy(probe), 4.0)))
+        assert sc.initial_gain == pytest.approx(
+            initial_gain(normalize_probe(torch.from_numpy(probe), 4.0))
+        )
 
     def test_counts_are_reproduced(self, make_model) -> None:
         """For counts data with nphotons = mean counts, k = (S·x)² equals the counts."""
         counts = np.random.default_rng(1).poisson(50.0, (6, 64, 64)).astype(np.float64)
         amp = np.sqrt(counts).astype(np.float32)
         nphotons = counts.sum(axis=(1, 2)).mean()
-        sc = ScalingConstants.from_training(amp, model=make_model(), nphotons=nphotons, probe=disk_probe(64))
+        sc = ScalingConstants.from_training(
+            amp, model=make_model(), nphotons=nphotons, probe=disk_probe(64)
+        )
         k = (sc.photon_scale * sc.network_input(amp).astype(np.float64)) ** 2
         np.testing.assert_allclose(k, counts, rtol=1e-5, atol=1e-4)
 
     def test_probe_mask_changes_the_gain(self, make_model) -> None:
         """The gain is computed with the mask when the model masks the probe."""
         amp = np.ones((2, 64, 64), np.float32)
-        plain = ScalingConstants.from_training(amp, model=make_model(), nphotons=1e6, probe=disk_probe(64))
-        masked = ScalingConstants.from_training(amp, model=make_model(probe_mask=True), nphotons=1e6, probe=disk_probe(64))
-        expected = initial_gain(normalize_probe(torch.from_numpy(disk_probe(64)), 4.0, probe_mask(64)), probe_mask(64))
+        plain = ScalingConstants.from_training(
+            amp, model=make_model(), nphotons=1e6, probe=disk_probe(64)
+        )
+        masked = ScalingConstants.from_training(
+            amp, model=make_model(probe_mask=True), nphotons=1e6, probe=disk_probe(64)
+        )
+        expected = initial_gain(
+            normalize_probe(torch.from_numpy(disk_probe(64)), 4.0, probe_mask(64)), probe_mask(64)
+        )
         assert masked.initial_gain == pytest.approx(expected)
         assert masked.initial_gain != pytest.approx(plain.initial_gain)
 
@@ -49,4 +59,6 @@ class TestScalingConstants:
         with pytest.raises(ValueError, match="input_scale"):
             ScalingConstants(input_scale=0.0, photon_scale=1.0, mean_photons=1.0, initial_gain=1.0)
         with pytest.raises(ValueError, match="initial_gain"):
-            ScalingConstants(input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=math.inf)
+            ScalingConstants(
+                input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=math.inf
+            )

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from runner.data.simulate import lines_object
-from runner.physics.shift import central_box, crop_patches, extract_patches, merge_patches, translate
+from runner.physics.shift import (
+    central_box,
+    crop_patches,
+    extract_patches,
+    merge_patches,
+    translate,
+)
 
 
 def randc(*shape: int, seed: int = 0, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
@@ -88,10 +94,17 @@ class TestCropPatches:
     def test_far_outside_raises(self) -> None:
         """A window entirely off the padded object is a caller error."""
         with pytest.raises(ValueError, match="outside"):
-            crop_patches(torch.ones(10, 10, dtype=torch.complex64), torch.tensor([100.0]), torch.tensor([5.0]), 8)
+            crop_patches(
+                torch.ones(10, 10, dtype=torch.complex64),
+                torch.tensor([100.0]),
+                torch.tensor([5.0]),
+                8,
+            )
 
 
-def group_of(obj: torch.Tensor, centre: tuple[float, float], offsets: list[tuple[float, float]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def group_of(
+    obj: torch.Tensor, centre: tuple[float, float], offsets: list[tuple[float, float]], n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Patches of ``obj`` at centre + offsets (x, y) and their relative coordinates −offsets."""
     xy = torch.tensor([[centre[0] + dx, centre[1] + dy] for dx, dy in offsets], dtype=torch.float64)
     patches = crop_patches(obj, xy[:, 0], xy[:, 1], n)[None]
@@ -111,7 +124,9 @@ class TestMergeExtract:
     def test_subpixel_offsets_nearly_identity(self) -> None:
         """With sub-pixel offsets a smooth object survives merge∘extract to interpolation accuracy."""
         obj = torch.from_numpy(lines_object(96, seed=2).astype(np.complex128))
-        patches, rel = group_of(obj, (48.0, 48.0), [(-3.5, -2.25), (3.5, -2.25), (-3.5, 2.25), (3.5, 2.25)], 32)
+        patches, rel = group_of(
+            obj, (48.0, 48.0), [(-3.5, -2.25), (3.5, -2.25), (-3.5, 2.25), (3.5, 2.25)], 32
+        )
         again = extract_patches(merge_patches(patches, rel), rel, 32)
         inner = torch.zeros(32, 32, dtype=torch.bool)
         inner[10:22, 10:22] = True
@@ -127,13 +142,17 @@ class TestMergeExtract:
         m = canvas.shape[-1]
         assert m == 32 + 2 * 3
         top = 32 - m // 2
-        torch.testing.assert_close(canvas[24 - top : 40 - top, 21 - top : 43 - top], obj[24:40, 21:43])
+        torch.testing.assert_close(
+            canvas[24 - top : 40 - top, 21 - top : 43 - top], obj[24:40, 21:43]
+        )
 
     def test_uncovered_canvas_is_zero_and_periphery_not_amplified(self) -> None:
         """Pixels outside every central box are 0; inside, values stay within the patches' range (trap 7)."""
         patches = randc(1, 4, 32, 32, dtype=torch.complex128) * 1000
         patches[..., 8:24, 8:24] = 1.0
-        rel = torch.tensor([[[2.5, 2.5], [-2.5, 2.5], [2.5, -2.5], [-2.5, -2.5]]], dtype=torch.float64)
+        rel = torch.tensor(
+            [[[2.5, 2.5], [-2.5, 2.5], [2.5, -2.5], [-2.5, -2.5]]], dtype=torch.float64
+        )
         canvas = merge_patches(patches, rel)[0]
         assert float(canvas.abs().max()) <= 1.0 + 1e-9
         assert float(canvas[:4].abs().max()) == 0
@@ -149,7 +168,11 @@ class TestMergeExtract:
     def test_float32_matches_float64(self) -> None:
         """Single and double precision agree."""
         patches = randc(1, 4, 32, 32, dtype=torch.complex128)
-        rel = torch.tensor([[[1.5, -0.5], [-1.5, 0.5], [0.25, 2.0], [-0.25, -2.0]]], dtype=torch.float64)
+        rel = torch.tensor(
+            [[[1.5, -0.5], [-1.5, 0.5], [0.25, 2.0], [-0.25, -2.0]]], dtype=torch.float64
+        )
         hi = extract_patches(merge_patches(patches, rel), rel, 32)
-        lo = extract_patches(merge_patches(patches.to(torch.complex64), rel.float()), rel.float(), 32)
+        lo = extract_patches(
+            merge_patches(patches.to(torch.complex64), rel.float()), rel.float(), 32
+        )
         torch.testing.assert_close(lo.to(torch.complex128), hi, rtol=1e-5, atol=1e-5)

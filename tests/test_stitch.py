@@ -32,7 +32,7 @@ class TestStitch:
         x, y = raster_positions(96, 32, 8)
         rng = np.random.default_rng(0)
         x, y = x + rng.uniform(-0.5, 0.5, x.shape), y + rng.uniform(-0.5, 0.5, y.shape)
-        rec, weight = stitch(patches_of(obj, x, y, 32), x, y, trim=8, canvas_shape=obj.shape)
+        rec, _ = stitch(patches_of(obj, x, y, 32), x, y, trim=8, canvas_shape=obj.shape)
         inner = (slice(12, 84), slice(12, 84))
         assert float(np.abs(rec[inner] - obj[inner]).max()) < 0.03
 
@@ -55,7 +55,13 @@ class TestStitch:
 
     def test_uncovered_is_zero(self) -> None:
         """Pixels no patch reaches have value 0 and weight 0."""
-        rec, weight = stitch(np.ones((1, 8, 8), np.complex64), np.array([20.0]), np.array([20.0]), trim=2, canvas_shape=(40, 40))
+        rec, weight = stitch(
+            np.ones((1, 8, 8), np.complex64),
+            np.array([20.0]),
+            np.array([20.0]),
+            trim=2,
+            canvas_shape=(40, 40),
+        )
         assert rec[0, 0] == 0 and weight[0, 0] == 0
         assert float(weight.sum()) == pytest.approx(16.0)
 

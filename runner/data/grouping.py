@@ -9,7 +9,7 @@ axial neighbours, centred on the seed. Everything is vectorized over groups.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 from attrs import frozen
@@ -38,14 +38,17 @@ class Groups:
         return int(self.indices.shape[0])
 
 
-def input_scale(amplitude: np.ndarray, N: int) -> float:  # noqa: N803
+def input_scale(amplitude: np.ndarray, N: int) -> float:
     """r = sqrt((N/2)² / mean_m Σ_hw X²) for amplitudes ``(M, N, N)`` (or ``(M, C, N, N)``).
 
     Summed in float64, chunk by chunk, so integer or float32 data neither overflow nor round
     (trap 16, ``ptycho/raw_data.py`` ``normalize_data``).
     """
     flat = np.asarray(amplitude).reshape(-1, N * N)
-    energy = sum(float(np.square(chunk, dtype=np.float64).sum()) for chunk in np.array_split(flat, max(1, len(flat) // 1024)))
+    energy = sum(
+        float(np.square(chunk, dtype=np.float64).sum())
+        for chunk in np.array_split(flat, max(1, len(flat) // 1024))
+    )
     mean_energy = energy / len(flat)
     if not mean_energy > 0:
         msg = "the diffraction amplitudes are all zero"
@@ -53,27 +56,35 @@ def input_scale(amplitude: np.ndarray, N: int) -> float:  # noqa: N803
     return float(np.sqrt((N / 2) ** 2 / mean_energy))
 
 
-def _fail(message: str, key: str, source: str | None) -> DataError:
-    return DataError(message, path=source, key=key)
+def _reject(message: str, key: str, source: str | None) -> NoReturn:
+    raise DataError(message, path=source, key=key)
 
 
-def _pool(m: int, n_subsample: int | None, sequential: bool, rng: np.random.Generator, source: str | None) -> np.ndarray:
+def _pool(
+    m: int, n_subsample: int | None, sequential: bool, rng: np.random.Generator, source: str | None
+) -> np.ndarray:
     """Indices that may seed or join groups: all M, or an ``n_subsample`` subset in scan order."""
     if n_subsample is None:
         return np.arange(m)
     if n_subsample > m:
-        raise _fail(f"n_subsample = {n_subsample} exceeds the {m} patterns", "n_subsample", source)
+        _reject(f"n_subsample = {n_subsample} exceeds the {m} patterns", "n_subsample", source)
     if sequential:
         return np.arange(n_subsample)
     return np.sort(rng.choice(m, size=n_subsample, replace=False))
 
 
-def _seeds(p: int, n_groups: int | Literal["all"], sequential: bool, rng: np.random.Generator, source: str | None) -> np.ndarray:
+def _seeds(
+    p: int,
+    n_groups: int | Literal["all"],
+    sequential: bool,
+    rng: np.random.Generator,
+    source: str | None,
+) -> np.ndarray:
     """Positions within the pool of the group seeds ``(G,)``."""
     if n_groups == "all":
         return np.arange(p)
     if n_groups > p:
-        raise _fail(f"n_groups = {n_groups} exceeds the {p} available patterns", "n_groups", source)
+        _reject(f"n_groups = {n_groups} exceeds the {p} available patterns", "n_groups", source)
     if sequential:
         return np.arange(n_groups)
     return rng.choice(p, size=n_groups, replace=False)
@@ -138,9 +149,17 @@ def group_scan(
         members = seeds[:, None]
     else:
         if neighbor_count is None or neighbor_count < c:
-            raise _fail(f"gridsize {gridsize} needs neighbor_count ≥ {c} (got {neighbor_count})", "neighbor_count", source)
+            _reject(
+                f"gridsize {gridsize} needs neighbor_count ≥ {c} (got {neighbor_count})",
+                "neighbor_count",
+                source,
+            )
         if neighbor_count >= len(pool):
-            raise _fail(f"neighbor_count = {neighbor_count} needs more than the {len(pool)} patterns", "neighbor_count", source)
+            _reject(
+                f"neighbor_count = {neighbor_count} needs more than the {len(pool)} patterns",
+                "neighbor_count",
+                source,
+            )
         points = np.stack([x[pool], y[pool]], axis=-1)
         candidates = nearest_neighbors(points, seeds, neighbor_count)  # (G, K)
         pick = np.argsort(rng.random(candidates.shape), axis=1)[:, :c]  # C of K, no replacement
@@ -148,4 +167,6 @@ def group_scan(
     indices = pool[members].astype(np.int64)
     coords = np.stack([x[indices], y[indices]], axis=-1)
     offsets = coords.mean(axis=1)
-    return Groups(indices=indices, coords=coords, offsets=offsets, relative=-(coords - offsets[:, None, :]))
+    return Groups(
+        indices=indices, coords=coords, offsets=offsets, relative=-(coords - offsets[:, None, :])
+    )

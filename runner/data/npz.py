@@ -13,7 +13,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 
@@ -34,16 +34,19 @@ class _Archive:
                 self.arrays = {k: self._fetch(npz, k) for k in npz.files}
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
             # ValueError: numpy's refusal of a pickled (non-NPZ) file without allow_pickle
-            raise DataError(f"cannot read as NPZ: {exc}", path=self.path) from exc
+            msg = f"cannot read as NPZ: {exc}"
+            raise DataError(msg, path=self.path) from exc
 
     def _fetch(self, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
         try:
             return npz[key]
         except ValueError as exc:  # object arrays need pickle, which stays off
-            raise DataError(f"cannot load without pickle: {exc}", path=self.path, key=key) from exc
+            msg = f"cannot load without pickle: {exc}"
+            raise DataError(msg, path=self.path, key=key) from exc
 
-    def fail(self, message: str, key: str | None = None) -> DataError:
-        return DataError(message, path=self.path, key=key)
+    def reject(self, message: str, key: str | None = None) -> NoReturn:
+        """Raise the ``DataError`` for ``message`` about ``key`` of this file."""
+        raise DataError(message, path=self.path, key=key)
 
     def get(self, key: str, *, kind: str, ndim: tuple[int, ...]) -> np.ndarray | None:
         """The array under ``key`` (None if absent), checked for dtype kind, rank and finiteness."""
@@ -51,17 +54,19 @@ class _Archive:
             return None
         arr = self.arrays[key]
         if arr.dtype.kind not in kind:
-            raise self.fail(f"has dtype {arr.dtype}, expected one of kinds {kind!r}", key)
+            self.reject(f"has dtype {arr.dtype}, expected one of kinds {kind!r}", key)
         if arr.ndim not in ndim:
-            raise self.fail(f"has shape {arr.shape}, expected {' or '.join(f'{d}-D' for d in ndim)}", key)
+            self.reject(
+                f"has shape {arr.shape}, expected {' or '.join(f'{d}-D' for d in ndim)}", key
+            )
         if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
-            raise self.fail(f"holds {int((~np.isfinite(arr)).sum())} non-finite values", key)
+            self.reject(f"holds {int((~np.isfinite(arr)).sum())} non-finite values", key)
         return arr
 
     def require(self, key: str, *, kind: str, ndim: tuple[int, ...]) -> np.ndarray:
         arr = self.get(key, kind=kind, ndim=ndim)
         if arr is None:
-            raise self.fail(f"missing required key (present: {', '.join(sorted(self.arrays))})", key)
+            self.reject(f"missing required key (present: {', '.join(sorted(self.arrays))})", key)
         return arr
 
 
@@ -78,9 +83,11 @@ def _probe(arc: _Archive) -> np.ndarray:
         elif probe.shape[0] == 1:
             probe = probe[0]
         else:
-            raise arc.fail(f"has shape {probe.shape}; expected (N, N), (N, N, 1) or (1, N, N)", "probeGuess")
+            arc.reject(
+                f"has shape {probe.shape}; expected (N, N), (N, N, 1) or (1, N, N)", "probeGuess"
+            )
     if probe.shape[0] != probe.shape[1]:
-        raise arc.fail(f"is {probe.shape[0]}×{probe.shape[1]}, not square", "probeGuess")
+        arc.reject(f"is {probe.shape[0]}×{probe.shape[1]}, not square", "probeGuess")
     return probe.astype(np.complex64)
 
 
@@ -88,23 +95,32 @@ def _diffraction(arc: _Archive, m: int, n: int) -> tuple[str, np.ndarray]:
     """The diffraction stack as ``(M, N, N)``, transposing the legacy ``(N, N, M)`` layout."""
     present = [k for k in DIFFRACTION_KEYS if k in arc.arrays]
     if not present:
-        raise arc.fail(f"missing diffraction: none of {', '.join(DIFFRACTION_KEYS)} present", DIFFRACTION_KEYS[0])
+        arc.reject(
+            f"missing diffraction: none of {', '.join(DIFFRACTION_KEYS)} present",
+            DIFFRACTION_KEYS[0],
+        )
     key = present[0]
     data = arc.require(key, kind=_REAL, ndim=(3,))
     if len(present) == 2 and not np.array_equal(data, arc.arrays[present[1]]):
-        raise arc.fail(f"{present[0]} and {present[1]} both present and different; keep one", key)
+        arc.reject(f"{present[0]} and {present[1]} both present and different; keep one", key)
     standard, legacy = data.shape == (m, n, n), data.shape == (n, n, m)
     if standard and legacy:
-        raise arc.fail(f"layout {data.shape} is ambiguous: M = N = {n} fits (M, N, N) and the legacy (N, N, M)", key)
+        arc.reject(
+            f"layout {data.shape} is ambiguous: M = N = {n} fits (M, N, N) and the legacy (N, N, M)",
+            key,
+        )
     if legacy:
         data = np.moveaxis(data, -1, 0)
     elif not standard and data.shape[0] == m and data.shape[1] == data.shape[2]:
         side = data.shape[1]
-        raise arc.fail(f"is {n}×{n} but the patterns in {key} are {side}×{side}", "probeGuess")
+        arc.reject(f"is {n}×{n} but the patterns in {key} are {side}×{side}", "probeGuess")
     elif not standard:
-        raise arc.fail(f"has shape {data.shape}; expected (M, N, N) = ({m}, {n}, {n}) from xcoords and probeGuess", key)
+        arc.reject(
+            f"has shape {data.shape}; expected (M, N, N) = ({m}, {n}, {n}) from xcoords and probeGuess",
+            key,
+        )
     if (data < 0).any():
-        raise arc.fail(f"holds {int((data < 0).sum())} negative values", key)
+        arc.reject(f"holds {int((data < 0).sum())} negative values", key)
     return key, data
 
 
@@ -112,7 +128,7 @@ def _coords(arc: _Archive) -> tuple[np.ndarray, np.ndarray]:
     x = arc.require("xcoords", kind=_REAL, ndim=(1,)).astype(np.float64)
     y = arc.require("ycoords", kind=_REAL, ndim=(1,)).astype(np.float64)
     if x.shape != y.shape:
-        raise arc.fail(f"has {len(y)} entries, xcoords has {len(x)}", "ycoords")
+        arc.reject(f"has {len(y)} entries, xcoords has {len(x)}", "ycoords")
     return x, y
 
 
@@ -127,10 +143,10 @@ def _optional_arrays(arc: _Archive, m: int, n: int) -> dict[str, np.ndarray | No
     obj = arc.get("objectGuess", kind=_NUMERIC, ndim=(2,))
     index = arc.get("scan_index", kind="iu", ndim=(1,))
     if index is not None and index.shape != (m,):
-        raise arc.fail(f"has shape {index.shape}, expected ({m},)", "scan_index")
+        arc.reject(f"has shape {index.shape}, expected ({m},)", "scan_index")
     mask = arc.get("valid_mask", kind="b", ndim=(2,))
     if mask is not None and mask.shape != (n, n):
-        raise arc.fail(f"has shape {mask.shape}, expected ({n}, {n})", "valid_mask")
+        arc.reject(f"has shape {mask.shape}, expected ({n}, {n})", "valid_mask")
     return {
         "object": None if obj is None else obj.astype(np.complex64),
         "scan_index": np.zeros(m, np.int64) if index is None else index.astype(np.int64),

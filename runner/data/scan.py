@@ -14,7 +14,11 @@ def _check(dtype: type, ndim: int) -> Any:
 
     def validate(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if not isinstance(value, np.ndarray) or value.dtype != dtype or value.ndim != ndim:
-            shown = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+            shown = (
+                f"{value.dtype} {value.shape}"
+                if isinstance(value, np.ndarray)
+                else type(value).__name__
+            )
             msg = f"{attribute.name} must be a {ndim}-D {np.dtype(dtype)} array (got {shown})"
             raise ValueError(msg)
 
@@ -68,7 +72,7 @@ class Scan:
             raise ValueError(f"{self.source}: " + "; ".join(problems))
 
     @property
-    def N(self) -> int:  # noqa: N802 - the patch side is N throughout PtychoPINN
+    def N(self) -> int:
         return int(self.amplitude.shape[-1])
 
     def __len__(self) -> int:

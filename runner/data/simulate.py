@@ -41,7 +41,9 @@ def _line_pixels(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     offset = (2 * minor[owner] * k + major[owner]) // np.maximum(2 * major[owner], 1)
     steep = (dr > dc)[owner]
     along_r, along_c = np.where(steep, k, offset), np.where(steep, offset, k)
-    return r0[owner] + np.sign(r1 - r0)[owner] * along_r, c0[owner] + np.sign(c1 - c0)[owner] * along_c
+    return r0[owner] + np.sign(r1 - r0)[owner] * along_r, c0[owner] + np.sign(c1 - c0)[
+        owner
+    ] * along_c
 
 
 def lines_object(size: int, *, seed: int) -> np.ndarray:
@@ -59,13 +61,16 @@ def lines_object(size: int, *, seed: int) -> np.ndarray:
     ends = (big * rng.random((N_LINES, 4))).astype(np.int64)
     lines = np.zeros((big, big))
     lines[_line_pixels(ends)] = 1.0
-    amp = sum(w * gaussian_filter(lines, s, radius=scipy_radius(s), mode="symmetric") for w, s in ((1, 1), (2, 5), (5, 10)))
+    amp = sum(
+        w * gaussian_filter(lines, s, radius=scipy_radius(s), mode="symmetric")
+        for w, s in ((1, 1), (2, 5), (5, 10))
+    )
     amp = amp[size // 2 : size // 2 + size, size // 2 : size // 2 + size]
     phase = math.pi * np.tanh((amp - amp.max() / 2) / (3 * amp.mean()))
     return ((amp / amp.max()) * np.exp(1j * phase)).astype(np.complex64)
 
 
-def disk_probe(N: int) -> np.ndarray:  # noqa: N803
+def disk_probe(N: int) -> np.ndarray:
     """The ideal disk probe ``(N, N)`` complex64 (``ptycho/probe.py`` ``get_default_probe``).
 
     A symmetric Gaussian window of σ = N/(0.7·π²) about (N − 1)/2, its outer product
@@ -74,10 +79,12 @@ def disk_probe(N: int) -> np.ndarray:  # noqa: N803
     t = np.arange(N) - (N - 1) / 2
     window = np.exp(-0.5 * (t / (N / (DISK_PROBE_SCALE * math.pi**2))) ** 2)
     disk = (np.outer(window, window) > 0.5).astype(np.float64)
-    return (gaussian_filter(disk, 1.0, radius=scipy_radius(1.0), mode="symmetric") + 1e-9).astype(np.complex64)
+    return (gaussian_filter(disk, 1.0, radius=scipy_radius(1.0), mode="symmetric") + 1e-9).astype(
+        np.complex64
+    )
 
 
-def raster_positions(object_size: int, N: int, step: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+def raster_positions(object_size: int, N: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Raster scan whose N × N windows lie inside the object ("VALID"): ``(M,)`` float64 each.
 
     Window corners 0, step, … ≤ object_size − N along both axes, rows outer; positions are the
@@ -91,11 +98,18 @@ def raster_positions(object_size: int, N: int, step: int) -> tuple[np.ndarray, n
     return xx.ravel(), yy.ravel()
 
 
-def noiseless_amplitude(obj: np.ndarray, probe: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, *, probe_scale: float) -> torch.Tensor:
+def noiseless_amplitude(
+    obj: np.ndarray, probe: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, *, probe_scale: float
+) -> torch.Tensor:
     """|F(O·P̂)| at each position: the model's forward physics, ``(M, N, N)`` float64."""
     n = probe.shape[-1]
     probe_hat = normalize_probe(torch.as_tensor(probe, dtype=torch.complex128), probe_scale)
-    patches = crop_patches(torch.as_tensor(obj, dtype=torch.complex128), torch.as_tensor(x_px), torch.as_tensor(y_px), n)
+    patches = crop_patches(
+        torch.as_tensor(obj, dtype=torch.complex128),
+        torch.as_tensor(x_px),
+        torch.as_tensor(y_px),
+        n,
+    )
     return amplitude(far_field(illuminate(patches, probe_hat)))
 
 
@@ -135,18 +149,32 @@ def _derived_seeds(seed: int, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(count)]
 
 
-def _tiled_scan(canonical: Canonical, probe: np.ndarray, *, n_objects: int, object_seed: int, step: int, noise_seed: int, label: str) -> Scan:
+def _tiled_scan(
+    canonical: Canonical,
+    probe: np.ndarray,
+    *,
+    n_objects: int,
+    object_seed: int,
+    step: int,
+    noise_seed: int,
+    label: str,
+) -> Scan:
     """``n_objects`` lines objects side by side along x on one canvas, each raster-scanned
     inside its own tile (no window straddles two objects); ``scan_index`` = tile number."""
     sim, n = canonical.data.simulate, int(canonical.model.N)
     size = sim.object_size
-    canvas = np.concatenate([lines_object(size, seed=s) for s in _derived_seeds(object_seed, n_objects)], axis=1)
+    canvas = np.concatenate(
+        [lines_object(size, seed=s) for s in _derived_seeds(object_seed, n_objects)], axis=1
+    )
     x0, y0 = raster_positions(size, n, step)
     tile = np.repeat(np.arange(n_objects), len(x0))
     x = np.tile(x0, n_objects) + size * tile
     y = np.tile(y0, n_objects)
     return simulate_scan(
-        canvas, probe, x, y,
+        canvas,
+        probe,
+        x,
+        y,
         nphotons=sim.nphotons,
         probe_scale=canonical.model.probe_scale,
         noise_seed=noise_seed,
@@ -167,9 +195,25 @@ def simulate_scans(canonical: Canonical) -> tuple[Scan, Scan | None]:
     if probe.shape != (n, n):
         msg = f"is {probe.shape[0]}×{probe.shape[1]}, model.N is {n}"
         raise DataError(msg, path=sim.probe, key="probeGuess")
-    train = _tiled_scan(canonical, probe, n_objects=sim.n_train_objects, object_seed=seeds.simulate_train, step=sim.scan_step_train, noise_seed=seeds.noise, label="train")
+    train = _tiled_scan(
+        canonical,
+        probe,
+        n_objects=sim.n_train_objects,
+        object_seed=seeds.simulate_train,
+        step=sim.scan_step_train,
+        noise_seed=seeds.noise,
+        label="train",
+    )
     if sim.n_test_objects == 0:
         return train, None
     test_noise = _derived_seeds(seeds.noise, 2)[1]
-    test = _tiled_scan(canonical, probe, n_objects=sim.n_test_objects, object_seed=seeds.simulate_test, step=sim.scan_step_test, noise_seed=test_noise, label="test")
+    test = _tiled_scan(
+        canonical,
+        probe,
+        n_objects=sim.n_test_objects,
+        object_seed=seeds.simulate_test,
+        step=sim.scan_step_test,
+        noise_seed=test_noise,
+        label="test",
+    )
     return train, test

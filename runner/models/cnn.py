@@ -30,6 +30,7 @@ and the next convolution is an ``UpConv``: same parameters, same function, less 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +58,13 @@ def conv_pool(c_in: int, c_out: int) -> nn.Sequential:
     The second ReLU runs after the pooling: ReLU is monotonic, so max(relu(a), relu(b)) =
     relu(max(a, b)), and the activation then touches a quarter of the pixels.
     """
-    return nn.Sequential(_conv(c_in, c_out), nn.ReLU(inplace=True), _conv(c_out, c_out), nn.MaxPool2d(2), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        _conv(c_in, c_out),
+        nn.ReLU(inplace=True),
+        _conv(c_out, c_out),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+    )
 
 
 # Which low-resolution row (offset −1, 0, +1) each 3×3 tap reads at output phase a = row mod 2
@@ -81,7 +88,9 @@ class UpConv(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         taps = _PHASE_TAPS.to(self.weight)
         c_out, c_in = self.weight.shape[:2]
-        phased = torch.einsum("apy,oiyx,bqx->oabipq", taps, self.weight, taps).reshape(4 * c_out, c_in, 3, 3)
+        phased = torch.einsum("apy,oiyx,bqx->oabipq", taps, self.weight, taps).reshape(
+            4 * c_out, c_in, 3, 3
+        )
         out = nn.functional.conv2d(x, phased, self.bias.repeat_interleave(4), padding=1)
         return nn.functional.pixel_shuffle(out, 2)
 
@@ -90,7 +99,12 @@ def conv_up(c_in: int, c_out: int, *, upsampled_input: bool) -> nn.Sequential:
     """Conv-ReLU, Conv-ReLU: the reference's Conv-Up block without its trailing Upsample×2,
     which the next layer (an ``UpConv``) applies. ``upsampled_input``: the block's input is
     itself a pending upsample, so its first convolution is an ``UpConv``."""
-    return nn.Sequential(_conv(c_in, c_out, upsampled_input=upsampled_input), nn.ReLU(inplace=True), _conv(c_out, c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        _conv(c_in, c_out, upsampled_input=upsampled_input),
+        nn.ReLU(inplace=True),
+        _conv(c_out, c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ScaledTanh(nn.Module):
@@ -100,7 +114,7 @@ class ScaledTanh(nn.Module):
         return math.pi * torch.tanh(x)
 
 
-def widths(N: int, scale: int) -> tuple[list[int], list[int], int]:  # noqa: N803
+def widths(N: int, scale: int) -> tuple[list[int], list[int], int]:
     """Encoder widths, decoder widths and the border path's width for patch side N."""
     levels = int(math.log2(N)) - 3  # the bottleneck is 8 × 8 for every N
     base = 2048 // N
@@ -112,7 +126,17 @@ def widths(N: int, scale: int) -> tuple[list[int], list[int], int]:  # noqa: N80
 class DecoderLast(nn.Module):
     """``create_decoder_last``: ``(B, c_in, N/4, N/4)`` pending an upsample to N/2 → ``(B, c_out, N, N)``."""
 
-    def __init__(self, *, c_in: int, c_out: int, width: int, N: int, activation: nn.Module, pad_object: bool, probe_big: bool) -> None:  # noqa: N803
+    def __init__(
+        self,
+        *,
+        c_in: int,
+        c_out: int,
+        width: int,
+        N: int,
+        activation: nn.Module,
+        pad_object: bool,
+        probe_big: bool,
+    ) -> None:
         super().__init__()
         self.pad_object, self.probe_big, self.pad = pad_object, probe_big, N // 4
         self.activation = activation
@@ -139,8 +163,16 @@ def decoder(*, model: Model, c_out: int, activation: nn.Module) -> nn.Sequential
     n = int(model.N)
     encoder, ladder, width = widths(n, model.n_filters_scale)
     chans = [encoder[-1], *ladder]
-    levels = [conv_up(a, b, upsampled_input=i > 0) for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True))]
-    last = DecoderLast(c_in=chans[-1], c_out=c_out, width=width, N=n, activation=activation, pad_object=model.pad_object, probe_big=model.probe_big)
+    levels = [conv_up(a, b, upsampled_input=i > 0) for i, (a, b) in enumerate(pairwise(chans))]
+    last = DecoderLast(
+        c_in=chans[-1],
+        c_out=c_out,
+        width=width,
+        N=n,
+        activation=activation,
+        pad_object=model.pad_object,
+        probe_big=model.probe_big,
+    )
     return nn.Sequential(*levels, last)
 
 
@@ -153,8 +185,10 @@ class CNNGenerator(nn.Module):
         n, c = int(model.N), (model.gridsize**2 if model.object_big else 1)
         encoder, _, _ = widths(n, model.n_filters_scale)
         chans = [c, *encoder]
-        self.encoder = nn.Sequential(*(conv_pool(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)))
-        self.amplitude = decoder(model=model, c_out=c, activation=AMP_ACTIVATIONS[model.amp_activation]())
+        self.encoder = nn.Sequential(*(conv_pool(a, b) for a, b in pairwise(chans)))
+        self.amplitude = decoder(
+            model=model, c_out=c, activation=AMP_ACTIVATIONS[model.amp_activation]()
+        )
         self.phase = decoder(model=model, c_out=c, activation=ScaledTanh())
         # Channels-last activations and weights let oneDNN (CPU) and cuDNN run every convolution
         # without layout reorders: 1.5× faster training steps on CPU (benchmarks/RESULTS.md).

@@ -42,7 +42,9 @@ class PtychoPINN(nn.Module):
         self.generator = build_generator(model=model)
         mask = probe_mask(self.n) if model.probe_mask else None
         self.register_buffer("mask", mask, persistent=False)
-        probe_hat = torch.view_as_real(normalize_probe(torch.as_tensor(probe).to(torch.complex64), model.probe_scale, mask))
+        probe_hat = torch.view_as_real(
+            normalize_probe(torch.as_tensor(probe).to(torch.complex64), model.probe_scale, mask)
+        )
         log_gain = torch.tensor(math.log(scaling.initial_gain), dtype=torch.float32)
         self._keep("probe_ri", probe_hat.clone(), trainable=model.probe_trainable)
         self._keep("log_gain", log_gain, trainable=model.intensity_scale_trainable)

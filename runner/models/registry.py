@@ -18,7 +18,9 @@ GeneratorBuilder = Callable[..., nn.Module]
 object amplitude and phase ``(B, C, N, N)`` each."""
 
 
-def make_registry(entries: Iterable[tuple[str, GeneratorBuilder]]) -> Mapping[str, GeneratorBuilder]:
+def make_registry(
+    entries: Iterable[tuple[str, GeneratorBuilder]],
+) -> Mapping[str, GeneratorBuilder]:
     """A read-only name → builder table; a name registered twice raises."""
     table: dict[str, GeneratorBuilder] = {}
     for name, builder in entries:

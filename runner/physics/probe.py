@@ -9,7 +9,7 @@ from torch import Tensor
 from runner.physics.kernels import gaussian_filter
 
 
-def probe_mask(N: int) -> Tensor:  # noqa: N803 - the patch side is N throughout PtychoPINN
+def probe_mask(N: int) -> Tensor:
     """Soft disk mask of diameter N/2: ``(N, N)`` float32 in [0, 1].
 
     A hard disk r < N/4 about pixel N/2 − 0.5 (``ptycho/probe.py``'s centring), blurred by a

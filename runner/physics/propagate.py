@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+import torch.nn.functional as F
 from torch import Tensor
 
 from runner.physics.kernels import gaussian_kernel

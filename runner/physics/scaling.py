@@ -43,7 +43,9 @@ class ScalingConstants:
         ``(N, N)`` complex (normalized here exactly as ``PtychoPINN`` normalizes it)."""
         n = int(model.N)
         mask = probe_mask(n) if model.probe_mask else None
-        probe_hat = normalize_probe(torch.as_tensor(np.asarray(probe, np.complex64)), model.probe_scale, mask)
+        probe_hat = normalize_probe(
+            torch.as_tensor(np.asarray(probe, np.complex64)), model.probe_scale, mask
+        )
         return cls(
             input_scale=input_scale(amplitude, n),
             photon_scale=math.sqrt(nphotons) / (n / 2),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+import torch.nn.functional as F
 from torch import Tensor
 
 _WEIGHT_FLOOR = 1e-6  # canvas pixels with less total weight are outside every patch's centre
@@ -51,7 +51,7 @@ def translate(img: Tensor, d: Tensor) -> Tensor:
     return ty @ img @ tx.transpose(-1, -2)
 
 
-def crop_patches(obj: Tensor, x_px: Tensor, y_px: Tensor, N: int) -> Tensor:  # noqa: N803
+def crop_patches(obj: Tensor, x_px: Tensor, y_px: Tensor, N: int) -> Tensor:
     """Patches of ``obj (H, W)`` at scan positions ``x_px, y_px (M,)`` → ``(M, N, N)``.
 
     Pixels outside the object read zero. The integer part of each window's corner is a gather,
@@ -72,7 +72,7 @@ def crop_patches(obj: Tensor, x_px: Tensor, y_px: Tensor, N: int) -> Tensor:  # 
     return translate(windows, -frac)[:, :N, :N]
 
 
-def central_box(N: int, *, dtype: torch.dtype = torch.float32, device=None) -> Tensor:  # noqa: N803
+def central_box(N: int, *, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """``(N, N)`` weight: 1 on the central N/2 × N/2 box, 0 elsewhere (``mk_centermask``)."""
     box = torch.zeros(N, N, dtype=dtype, device=device)
     box[N // 4 : N // 4 + N // 2, N // 4 : N // 4 + N // 2] = 1
@@ -100,7 +100,7 @@ def merge_patches(patches: Tensor, relative: Tensor) -> Tensor:
     return torch.where(covered, numerator / weight.clamp_min(_WEIGHT_FLOOR), 0)
 
 
-def extract_patches(canvas: Tensor, relative: Tensor, N: int) -> Tensor:  # noqa: N803
+def extract_patches(canvas: Tensor, relative: Tensor, N: int) -> Tensor:
     """Re-extract a group's patches: canvas ``(B, M, M)``, ``relative (B, C, 2)`` → ``(B, C, N, N)``.
 
     Shifts the canvas by +relative_c and crops the central N × N, the inverse placement of

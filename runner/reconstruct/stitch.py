@@ -35,14 +35,17 @@ def stitch(
     One ``bincount`` per tap: no loop over patches.
     """
     patches = np.asarray(patches)
-    p, n, _ = patches.shape
+    n = patches.shape[-1]
     if not 0 <= trim < n / 2:
         msg = f"trim must be in [0, {n // 2}) for {n} px patches (got {trim})"
         raise ValueError(msg)
     x0 = np.asarray(x_px, np.float64) - n / 2 + trim
     y0 = np.asarray(y_px, np.float64) - n / 2 + trim
     if canvas_shape is None:
-        canvas_shape = (int(np.ceil(np.max(y_px) + n / 2)) + 1, int(np.ceil(np.max(x_px) + n / 2)) + 1)
+        canvas_shape = (
+            int(np.ceil(np.max(y_px) + n / 2)) + 1,
+            int(np.ceil(np.max(x_px) + n / 2)) + 1,
+        )
     h, w = canvas_shape
     core = patches[:, trim : n - trim, trim : n - trim]
     k = core.shape[-1]
