@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from attrs import asdict, frozen
 
+from runner.physics.kernels import gaussian_kernel, scipy_radius
+
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # Wang et al. 2004, skimage's defaults
 UNIFORM_WINDOW = 7
 GAUSSIAN_SIGMA, GAUSSIAN_TRUNCATE = 1.5, 3.5  # skimage's gaussian_weights=True window
@@ -61,12 +63,10 @@ class Metrics:
 
 
 def _window(gaussian: bool) -> np.ndarray:
+    """skimage's 1-D SSIM weights: uniform over 7 samples, or its truncated Gaussian."""
     if not gaussian:
         return np.full(UNIFORM_WINDOW, 1 / UNIFORM_WINDOW)
-    radius = int(GAUSSIAN_TRUNCATE * GAUSSIAN_SIGMA + 0.5)
-    t = np.arange(-radius, radius + 1)
-    k = np.exp(-0.5 * (t / GAUSSIAN_SIGMA) ** 2)
-    return k / k.sum()
+    return gaussian_kernel(GAUSSIAN_SIGMA, scipy_radius(GAUSSIAN_SIGMA, GAUSSIAN_TRUNCATE))
 
 
 def _valid_filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -196,7 +196,7 @@ def evaluate(
     amp_p = (
         amp_p * (amp_t[where].mean() / amp_p[where].mean()) if amp_p[where].mean() > 0 else amp_p
     )
-    amp_range = float(amp_t[where].max() - amp_t[where].min())
+    amp_range = float(amp_t[where].max() - amp_t[where].min()) or 1.0  # a flat truth: unit range
     phi_t = remove_plane(np.angle(t), where)
     phi_p = remove_plane(np.angle(p), where)
     return Metrics(

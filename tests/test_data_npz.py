@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 
@@ -175,15 +176,7 @@ class TestWriteNpz:
         """write → read gives back every array."""
         mask = np.ones((tiny_scan.N, tiny_scan.N), bool)
         mask[0, 0] = False
-        scan = Scan(
-            amplitude=tiny_scan.amplitude,
-            x_px=tiny_scan.x_px,
-            y_px=tiny_scan.y_px,
-            probe=tiny_scan.probe,
-            object=tiny_scan.object,
-            scan_index=np.arange(len(tiny_scan), dtype=np.int64),
-            valid_mask=mask,
-        )
+        scan = attrs.evolve(tiny_scan, scan_index=np.arange(len(tiny_scan)), valid_mask=mask)
         path = tmp_path / "out" / "scan.npz"
         write_npz(scan, path, nphotons=1e6)
         back = read_npz(path, measurement="amplitude")
@@ -232,12 +225,6 @@ class TestScan:
         """Bad pixels read 0 in the network's input."""
         mask = np.ones((64, 64), bool)
         mask[5, 6] = False
-        scan = Scan(
-            amplitude=tiny_scan.amplitude,
-            x_px=tiny_scan.x_px,
-            y_px=tiny_scan.y_px,
-            probe=tiny_scan.probe,
-            valid_mask=mask,
-        )
+        scan = attrs.evolve(tiny_scan, valid_mask=mask)
         assert float(np.abs(scan.masked_amplitude()[:, 5, 6]).max()) == 0.0
         np.testing.assert_array_equal(scan.masked_amplitude()[:, 0], tiny_scan.amplitude[:, 0])

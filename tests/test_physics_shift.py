@@ -140,11 +140,21 @@ class TestMergeExtract:
         # canvas pixel (r, c) is object pixel (32 − M/2 + r, 32 − M/2 + c); the left patch's box
         # covers object columns 21 … 36, the right one 27 … 42, both rows 24 … 39
         m = canvas.shape[-1]
-        assert m == 32 + 2 * 3
+        assert m == 32  # the boxes fit without padding
         top = 32 - m // 2
         torch.testing.assert_close(
             canvas[24 - top : 40 - top, 21 - top : 43 - top], obj[24:40, 21:43]
         )
+
+    def test_far_apart_patches_grow_the_canvas(self) -> None:
+        """Offsets beyond N/4 pad the canvas so no box is cut: merge∘extract stays the identity."""
+        obj = randc(96, 96, dtype=torch.complex128)
+        patches, rel = group_of(obj, (48.0, 48.0), [(-12, -3), (12, 3)], 32)
+        canvas = merge_patches(patches, rel)
+        assert canvas.shape[-1] == 32 + 2 * (12 + 1 - 8)
+        box = central_box(32).bool()
+        again = extract_patches(canvas, rel, 32)
+        torch.testing.assert_close(again[..., box], patches[..., box], rtol=1e-12, atol=1e-12)
 
     def test_uncovered_canvas_is_zero_and_periphery_not_amplified(self) -> None:
         """Pixels outside every central box are 0; inside, values stay within the patches' range (trap 7)."""

@@ -91,7 +91,7 @@ def _probe(arc: _Archive) -> np.ndarray:
     return probe.astype(np.complex64)
 
 
-def _diffraction(arc: _Archive, m: int, n: int) -> tuple[str, np.ndarray]:
+def _diffraction(arc: _Archive, m: int, n: int) -> np.ndarray:
     """The diffraction stack as ``(M, N, N)``, transposing the legacy ``(N, N, M)`` layout."""
     present = [k for k in DIFFRACTION_KEYS if k in arc.arrays]
     if not present:
@@ -121,7 +121,7 @@ def _diffraction(arc: _Archive, m: int, n: int) -> tuple[str, np.ndarray]:
         )
     if (data < 0).any():
         arc.reject(f"holds {int((data < 0).sum())} negative values", key)
-    return key, data
+    return data
 
 
 def _coords(arc: _Archive) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +159,7 @@ def read_npz(path: str | os.PathLike[str], *, measurement: Measurement) -> Scan:
     arc = _Archive(path)
     probe = _probe(arc)
     x, y = _coords(arc)
-    _, data = _diffraction(arc, len(x), probe.shape[0])
+    data = _diffraction(arc, len(x), probe.shape[0])
     return Scan(
         amplitude=_to_amplitude(data, measurement),
         x_px=x,

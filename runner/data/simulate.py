@@ -9,6 +9,7 @@ expected photons per pattern is ``nphotons`` (``ptycho/diffsim.py`` ``illuminate
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from runner.physics.shift import crop_patches
 
 N_LINES = 400  # ``ptycho/diffsim.py`` ``sim_object_image``: 400 lines on a 2·size canvas
 DISK_PROBE_SCALE = 0.7  # ``ptycho/params.py`` default_probe_scale: disk radius ≈ 0.17·N
+SIMULATION_CHUNK = 512  # patterns per batch of the forward physics (≤ 150 MiB at N = 128)
 
 
 def _line_pixels(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,16 +103,28 @@ def raster_positions(object_size: int, N: int, step: int) -> tuple[np.ndarray, n
 def noiseless_amplitude(
     obj: np.ndarray, probe: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, *, probe_scale: float
 ) -> torch.Tensor:
-    """|F(O·P̂)| at each position: the model's forward physics, ``(M, N, N)`` float64."""
+    """|F(O·P̂)| at each position: the model's forward physics, ``(M, N, N)`` float64.
+
+    Computed in chunks of ``SIMULATION_CHUNK`` patterns to bound the complex128 intermediates.
+    """
     n = probe.shape[-1]
     probe_hat = normalize_probe(torch.as_tensor(probe, dtype=torch.complex128), probe_scale)
-    patches = crop_patches(
-        torch.as_tensor(obj, dtype=torch.complex128),
-        torch.as_tensor(x_px),
-        torch.as_tensor(y_px),
-        n,
-    )
-    return amplitude(far_field(illuminate(patches, probe_hat)))
+    obj_t = torch.as_tensor(obj, dtype=torch.complex128)
+    x_t, y_t = torch.as_tensor(x_px), torch.as_tensor(y_px)
+    chunks = [
+        amplitude(
+            far_field(
+                illuminate(
+                    crop_patches(
+                        obj_t, x_t[i : i + SIMULATION_CHUNK], y_t[i : i + SIMULATION_CHUNK], n
+                    ),
+                    probe_hat,
+                )
+            )
+        )
+        for i in range(0, len(x_t), SIMULATION_CHUNK)
+    ]
+    return torch.cat(chunks)
 
 
 def simulate_scan(
@@ -149,37 +163,39 @@ def _derived_seeds(seed: int, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(count)]
 
 
-def _tiled_scan(
-    canonical: Canonical,
-    probe: np.ndarray,
-    *,
-    n_objects: int,
-    object_seed: int,
-    step: int,
-    noise_seed: int,
-    label: str,
-) -> Scan:
-    """``n_objects`` lines objects side by side along x on one canvas, each raster-scanned
-    inside its own tile (no window straddles two objects); ``scan_index`` = tile number."""
-    sim, n = canonical.data.simulate, int(canonical.model.N)
-    size = sim.object_size
+def _split(canonical: Canonical, split: Literal["train", "test"]) -> tuple[int, int, int, int]:
+    """(objects, object seed, raster step, noise seed) of the training or the test scan."""
+    sim, seeds = canonical.data.simulate, canonical.seeds
+    if split == "train":
+        return sim.n_train_objects, seeds.simulate_train, sim.scan_step_train, seeds.noise
+    return (
+        sim.n_test_objects,
+        seeds.simulate_test,
+        sim.scan_step_test,
+        _derived_seeds(seeds.noise, 2)[1],
+    )
+
+
+def _tiled_scan(canonical: Canonical, probe: np.ndarray, split: Literal["train", "test"]) -> Scan:
+    """The split's lines objects side by side along x on one canvas, each raster-scanned inside
+    its own tile (no window straddles two objects); ``scan_index`` = tile number."""
+    n_objects, object_seed, step, noise_seed = _split(canonical, split)
+    size, n = canonical.data.simulate.object_size, int(canonical.model.N)
     canvas = np.concatenate(
         [lines_object(size, seed=s) for s in _derived_seeds(object_seed, n_objects)], axis=1
     )
     x0, y0 = raster_positions(size, n, step)
     tile = np.repeat(np.arange(n_objects), len(x0))
-    x = np.tile(x0, n_objects) + size * tile
-    y = np.tile(y0, n_objects)
     return simulate_scan(
         canvas,
         probe,
-        x,
-        y,
-        nphotons=sim.nphotons,
+        np.tile(x0, n_objects) + size * tile,
+        np.tile(y0, n_objects),
+        nphotons=canonical.data.simulate.nphotons,
         probe_scale=canonical.model.probe_scale,
         noise_seed=noise_seed,
         scan_index=tile.astype(np.int64),
-        source=f"simulated {label}: {n_objects} lines object(s) of {size} px, step {step} px",
+        source=f"simulated {split}: {n_objects} lines object(s) of {size} px, step {step} px",
     )
 
 
@@ -190,30 +206,10 @@ def simulate_scans(canonical: Canonical) -> tuple[Scan, Scan | None]:
     noise: ``seeds.noise`` for training and a seed derived from it for testing. The probe is
     ``disk_probe(N)`` or ``probeGuess`` of the NPZ named by ``data.simulate.probe``.
     """
-    sim, seeds, n = canonical.data.simulate, canonical.seeds, int(canonical.model.N)
+    sim, n = canonical.data.simulate, int(canonical.model.N)
     probe = disk_probe(n) if sim.probe == "disk" else read_probe(sim.probe)
     if probe.shape != (n, n):
         msg = f"is {probe.shape[0]}×{probe.shape[1]}, model.N is {n}"
         raise DataError(msg, path=sim.probe, key="probeGuess")
-    train = _tiled_scan(
-        canonical,
-        probe,
-        n_objects=sim.n_train_objects,
-        object_seed=seeds.simulate_train,
-        step=sim.scan_step_train,
-        noise_seed=seeds.noise,
-        label="train",
-    )
-    if sim.n_test_objects == 0:
-        return train, None
-    test_noise = _derived_seeds(seeds.noise, 2)[1]
-    test = _tiled_scan(
-        canonical,
-        probe,
-        n_objects=sim.n_test_objects,
-        object_seed=seeds.simulate_test,
-        step=sim.scan_step_test,
-        noise_seed=test_noise,
-        label="test",
-    )
-    return train, test
+    train = _tiled_scan(canonical, probe, "train")
+    return train, (_tiled_scan(canonical, probe, "test") if sim.n_test_objects else None)

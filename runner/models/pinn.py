@@ -68,7 +68,9 @@ class PtychoPINN(nn.Module):
         b, c, n, _ = x.shape
         inputs = x if self.config.object_big else x.reshape(b * c, 1, n, n)
         amp, phase = self.generator(inputs)
-        return torch.polar(amp, phase).reshape(b, c, n, n)
+        # amp·e^{iφ} written out: torch.polar leaves negative moduli undefined, and the SiLU
+        # border path can go negative (``ptycho/model.py`` combines them the same way)
+        return torch.complex(amp * torch.cos(phase), amp * torch.sin(phase)).reshape(b, c, n, n)
 
     def diffract(self, obj: Tensor) -> Tensor:
         """Object patches ``(B, C, N, N)`` complex → predicted amplitude A = g·|F(M·smooth(O·P̂))|."""

@@ -1,4 +1,4 @@
-"""Probe normalization (applied once), the soft probe mask, and the unit-object gain."""
+"""Probe normalization (applied once), the soft probe mask, and the initial output gain."""
 
 from __future__ import annotations
 

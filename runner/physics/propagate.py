@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from runner.physics.kernels import gaussian_kernel
@@ -18,6 +17,17 @@ def illuminate(obj: Tensor, probe: Tensor) -> Tensor:
     return obj * probe
 
 
+def _blur3(x: Tensor, taps: tuple[float, float, float], dim: int) -> Tensor:
+    """3-tap filter along ``dim`` with reflect borders (row −1 reads row 1, row n reads n − 2).
+
+    Built from slices, so its backward pass is deterministic on every device (CUDA's
+    reflection-pad backward is not).
+    """
+    n = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 1, 1), x, x.narrow(dim, n - 2, 1)], dim=dim)
+    return sum(t * padded.narrow(dim, i, n) for i, t in enumerate(taps))
+
+
 def gaussian_smooth(psi: Tensor, sigma: float) -> Tensor:
     """3×3 Gaussian blur of the real and imaginary parts: ``(..., N, N)`` complex → same.
 
@@ -26,13 +36,8 @@ def gaussian_smooth(psi: Tensor, sigma: float) -> Tensor:
     """
     if sigma == 0:
         return psi
-    k1 = torch.as_tensor(gaussian_kernel(sigma, 1), dtype=psi.real.dtype, device=psi.device)
-    kernel = (k1[:, None] * k1[None, :])[None, None]  # (1, 1, 3, 3)
-    lead, (h, w) = psi.shape[:-2], psi.shape[-2:]
-    parts = torch.view_as_real(psi).movedim(-1, -3).reshape(-1, 1, h, w)  # (L·2, 1, N, N)
-    smooth = F.conv2d(F.pad(parts, (1, 1, 1, 1), mode="reflect"), kernel)
-    smooth = smooth.reshape(*lead, 2, h, w).movedim(-3, -1).contiguous()
-    return torch.view_as_complex(smooth)
+    taps = tuple(float(t) for t in gaussian_kernel(sigma, 1))
+    return _blur3(_blur3(psi, taps, -2), taps, -1)
 
 
 def far_field(psi: Tensor) -> Tensor:

@@ -59,12 +59,15 @@ def crop_patches(obj: Tensor, x_px: Tensor, y_px: Tensor, N: int) -> Tensor:
     """
     pad = N + 1
     padded = F.pad(obj[None], (pad, pad, pad, pad))[0]
-    corner = torch.stack([x_px, y_px], dim=-1).to(torch.float64) - N / 2 + pad  # (M, 2)
+    corner = torch.stack([x_px, y_px], dim=-1).to(obj.device, torch.float64) - N / 2 + pad  # (M, 2)
     base = torch.floor(corner)
-    if bool((base < 0).any()) or bool((base + N + 1 > torch.tensor(padded.shape[::-1])).any()):
+    height, width = padded.shape
+    if bool(
+        (base < 0).any() | (base[:, 0] + N + 1 > width).any() | (base[:, 1] + N + 1 > height).any()
+    ):
         msg = f"scan positions lie more than {N} px outside the {tuple(obj.shape)} object"
         raise ValueError(msg)
-    idx = torch.arange(N + 1)
+    idx = torch.arange(N + 1, device=obj.device)
     rows = base[:, 1].long()[:, None] + idx  # (M, N+1)
     cols = base[:, 0].long()[:, None] + idx
     windows = padded[rows[:, :, None], cols[:, None, :]]  # (M, N+1, N+1)
@@ -81,7 +84,10 @@ def central_box(N: int, *, dtype: torch.dtype = torch.float32, device=None) -> T
 
 def merge_patches(patches: Tensor, relative: Tensor) -> Tensor:
     """Overlap-average a group's patches: ``(B, C, N, N)`` complex, ``relative (B, C, 2)`` px →
-    canvas ``(B, M, M)`` complex centred on the group centre, M = N + 2·⌈max|relative|⌉.
+    canvas ``(B, M, M)`` complex centred on the group centre.
+
+    M = N + 2·max(0, ⌈max|relative|⌉ + 1 − N/4): just large enough to hold every shifted central
+    box and its bilinear fringe, so usually M = N (nothing outside the boxes survives anyway).
 
     Central-mask weighting (``ptycho_torch/helper.py``, ``training_patch_weighting =
     'central_mask'``): canvas = Σ_c T(W·O_c) / Σ_c T(W) with W the central box and T the shift
@@ -90,7 +96,8 @@ def merge_patches(patches: Tensor, relative: Tensor) -> Tensor:
     reference adds 1e-3 to the denominator (a 0.1 % bias); here the mean is exact.
     """
     n = patches.shape[-1]
-    pad = math.ceil(float(relative.detach().abs().max())) if relative.numel() else 0
+    reach = math.ceil(float(relative.detach().abs().max())) if relative.numel() else 0
+    pad = max(0, reach + 1 - n // 4)
     box = central_box(n, dtype=patches.real.dtype, device=patches.device)
     stacked = torch.stack([patches * box, box.to(patches.dtype).expand_as(patches)])
     moved = translate(F.pad(stacked, (pad, pad, pad, pad)), -relative)  # (2, B, C, M, M)
