@@ -218,6 +218,22 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run (the runner: imports torch only when it runs) --------------------------------------
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="SPEC|LOCK", help="a spec (compiled first) or a lock (verified first)")
+    _add_sets(parser)
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: the lock's run.output_dir)")
+    parser.add_argument("--force", action="store_true", help="overwrite a completed run directory")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runner.job.commands import run
+
+    return run(args)
+
+
 COMMANDS: Final[tuple[Command, ...]] = (
     Command(
         "validate",
@@ -254,6 +270,12 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "print a PtychoPINN config or older spec upgraded to spec v1",
         _migrate_arguments,
         _migrate,
+    ),
+    Command(
+        "run",
+        "compile a spec (or verify a lock) and execute the run",
+        _run_arguments,
+        _run,
     ),
 )
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.data.simulate import lines_object
+from images import smooth_object
 from runner.physics.shift import (
     central_box,
     crop_patches,
@@ -44,7 +44,7 @@ class TestTranslate:
 
     def test_round_trip_inside(self) -> None:
         """Moving by d then by −d restores the interior of a smooth image."""
-        img = torch.from_numpy(lines_object(48, seed=1).astype(np.complex128))
+        img = smooth_object(48, seed=1)
         d = torch.tensor([1.3, -2.6], dtype=torch.float64)
         back = translate(translate(img, d), -d)
         assert float((back - img)[6:-6, 6:-6].abs().max()) < 0.02
@@ -123,7 +123,7 @@ class TestMergeExtract:
 
     def test_subpixel_offsets_nearly_identity(self) -> None:
         """With sub-pixel offsets a smooth object survives merge∘extract to interpolation accuracy."""
-        obj = torch.from_numpy(lines_object(96, seed=2).astype(np.complex128))
+        obj = smooth_object(96, seed=2)
         patches, rel = group_of(
             obj, (48.0, 48.0), [(-3.5, -2.25), (3.5, -2.25), (-3.5, 2.25), (3.5, 2.25)], 32
         )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from images import smooth_object
 from runner.data.simulate import lines_object, raster_positions
 from runner.physics.shift import crop_patches
 from runner.reconstruct.stitch import stitch
@@ -28,7 +29,7 @@ class TestStitch:
 
     def test_subpixel_positions(self) -> None:
         """Patches cut at sub-pixel positions land back at those positions (bilinear splat)."""
-        obj = lines_object(96, seed=2).astype(np.complex128)
+        obj = smooth_object(96, seed=2).numpy()
         x, y = raster_positions(96, 32, 8)
         rng = np.random.default_rng(0)
         x, y = x + rng.uniform(-0.5, 0.5, x.shape), y + rng.uniform(-0.5, 0.5, y.shape)

@@ -23,7 +23,8 @@ from runner.physics.probe import normalize_probe
 from runner.physics.propagate import amplitude, far_field, illuminate
 from runner.physics.shift import crop_patches
 
-N_LINES = 400  # ``ptycho/diffsim.py`` ``sim_object_image``: 400 lines on a 2·size canvas
+N_LINES = 400  # ``ptycho/diffsim.py`` ``sim_object_image``: 400 lines on a 2·392 px canvas
+REFERENCE_SIZE = 392  # ``GridLinesConfig.size``: the object side the line count was chosen for
 DISK_PROBE_SCALE = 0.7  # ``ptycho/params.py`` default_probe_scale: disk radius ≈ 0.17·N
 SIMULATION_CHUNK = 512  # patterns per batch of the forward physics (≤ 150 MiB at N = 128)
 
@@ -51,8 +52,10 @@ def _line_pixels(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def lines_object(size: int, *, seed: int) -> np.ndarray:
     """The "lines" test object: ``(size, size)`` complex64.
 
-    ``ptycho/diffsim.py``: 400 one-pixel lines with uniform random end points on a 2·size
-    canvas; amplitude A = G₁ + 2·G₅ + 5·G₁₀ of the line image (G_σ a Gaussian blur, scipy's
+    ``ptycho/diffsim.py``: one-pixel lines with uniform random end points on a 2·size canvas,
+    400 of them at the reference size of 392 px and proportionally to the area otherwise, so
+    every size has the reference's line density (400 lines on a small canvas would blur into a
+    nearly flat, low-contrast object); amplitude A = G₁ + 2·G₅ + 5·G₁₀ of the line image (G_σ a Gaussian blur, scipy's
     reflect borders); the central size × size crop; phase φ = π·tanh((A − max A/2)/(3·mean A))
     (``dummy_phi``, scale free). The amplitude is divided by its maximum, so it lies in (0, 1]
     and a sigmoid head can represent it (the reference divides patches by the mean patch
@@ -60,7 +63,8 @@ def lines_object(size: int, *, seed: int) -> np.ndarray:
     """
     big = 2 * size
     rng = np.random.default_rng(seed)
-    ends = (big * rng.random((N_LINES, 4))).astype(np.int64)
+    n_lines = max(1, round(N_LINES * (size / REFERENCE_SIZE) ** 2))
+    ends = (big * rng.random((n_lines, 4))).astype(np.int64)
     lines = np.zeros((big, big))
     lines[_line_pixels(ends)] = 1.0
     amp = sum(

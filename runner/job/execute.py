@@ -1,0 +1,159 @@
+"""Execute a lock: the whole run, from data to pictures, and nothing the lock does not say.
+
+Order matters for the "nothing half-written" promise: every input (data, bundle) is loaded
+and checked before the run directory is claimed; outputs are written atomically; ``COMPLETE``
+is written last. Under DDP every rank trains, and only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import attrs
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from ptycho_spec import __version__
+from ptycho_spec.errors import LockError
+from ptycho_spec.lock import Lock, dumps_lock, loads_lock
+from ptycho_spec.schema import Canonical, Execution
+from runner.job import atomic, outputs, rundir
+from runner.job.bundle import Bundle, read_bundle, write_bundle
+from runner.job.infer import Reconstruction, reconstruct, score
+from runner.job.prepare import Scans, load_scans, training_set
+from runner.job.train import train
+from runner.models.pinn import PtychoPINN
+from runner.physics.scaling import ScalingConstants
+
+
+def configure_process(execution: Execution) -> None:
+    """Process-wide settings the lock controls, and a quiet Lightning."""
+    torch.set_float32_matmul_precision(execution.matmul_precision)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def device_for(execution: Execution) -> torch.device:
+    """The device inference runs on (rank 0's device for multi-device runs)."""
+    if execution.accelerator in ("cuda", "gpu"):
+        return torch.device(
+            "cuda", torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+        )
+    return torch.device(execution.accelerator)
+
+
+def execute(lock: Lock, *, out_dir: Path, force: bool = False) -> Path:
+    """Run ``lock`` into ``out_dir`` and return ``out_dir``."""
+    c, e = lock.resolved.canonical, lock.resolved.execution
+    configure_process(e)
+    scans = load_scans(c)
+    bundle = _load_bundle(c) if c.run.task == "infer" else None
+    if rank_zero_only.rank != 0:
+        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir)
+        return out_dir
+    with rundir.claim(out_dir, force=force):
+        atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
+        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir)
+        rundir.mark_complete(out_dir, digest=lock.header.digest)
+    return out_dir
+
+
+def _train_and_reconstruct(
+    lock: Lock, scans: Scans, bundle: Bundle | None, *, out_dir: Path
+) -> None:
+    c, e = lock.resolved.canonical, lock.resolved.execution
+    started = time.perf_counter()
+    report: dict = {"task": c.run.task, "run_digest": lock.header.run_digest}
+    net: PtychoPINN
+    if c.run.task == "infer":
+        net = _net_from_bundle(c, bundle, probe=scans.test.probe)
+    else:
+        ts = training_set(c, scans.train)
+        module, history, trained = train(lock, ts, out_dir=out_dir)
+        if rank_zero_only.rank != 0:
+            return
+        write_bundle(out_dir / "model.bundle", trained, tool_version=__version__)
+        outputs.save_loss_plot(out_dir / "loss.png", history)
+        report |= {
+            "history": history,
+            "scaling": attrs.asdict(ts.scaling),
+            "n_train_groups": len(ts.train_ids),
+            "n_val_groups": len(ts.val_ids),
+        }
+        net = module.net
+    if c.run.task != "train":
+        n_groups = c.data.n_groups if c.run.task == "infer" else None
+        rec = reconstruct(
+            net,
+            scans.test,
+            c=c,
+            device=device_for(e),
+            progress=e.enable_progress_bar,
+            n_groups=n_groups,
+        )
+        _save_reconstruction(out_dir, rec)
+        report |= {"reconstruction": score(rec), "test_input_scale": rec.input_scale}
+    outputs.save_json(out_dir / "metrics.json", report)
+    _write_timing(out_dir, time.perf_counter() - started)
+
+
+def _save_reconstruction(out_dir: Path, rec: Reconstruction) -> None:
+    outputs.save_reconstruction(
+        out_dir / "reconstruction.npz",
+        obj=rec.obj,
+        weight=rec.weight,
+        x_px=rec.x_px,
+        y_px=rec.y_px,
+        truth=rec.truth,
+    )
+    truth = rec.truth
+    outputs.save_image_pair(
+        out_dir / "amplitude.png",
+        title="amplitude",
+        image=abs(rec.obj),
+        weight=rec.weight,
+        truth=None if truth is None else abs(truth),
+        cmap="gray",
+    )
+    phase = torch.angle(torch.from_numpy(rec.obj)).numpy()
+    outputs.save_image_pair(
+        out_dir / "phase.png",
+        title="phase (rad)",
+        image=phase,
+        weight=rec.weight,
+        truth=None if truth is None else torch.angle(torch.from_numpy(truth)).numpy(),
+        cmap="twilight",
+    )
+
+
+def _write_timing(out_dir: Path, seconds: float) -> None:
+    """Wall time lives apart from metrics.json, which a replay must reproduce exactly."""
+    import tomli_w
+
+    atomic.write_text(out_dir / "timing.toml", tomli_w.dumps({"wall_time_s": round(seconds, 3)}))
+
+
+def _load_bundle(c: Canonical) -> Bundle:
+    bundle = read_bundle(Path(c.inference.bundle))
+    trained = loads_lock(bundle.lock_text).resolved.canonical
+    if trained.model != c.model:
+        msg = (
+            f"{c.inference.bundle}: the lock's model settings differ from the bundle's; "
+            "recompile the inference spec against this bundle"
+        )
+        raise LockError(msg)
+    return bundle
+
+
+def _net_from_bundle(c: Canonical, bundle: Bundle, *, probe) -> PtychoPINN:
+    net = PtychoPINN(
+        model=c.model, probe=torch.from_numpy(probe), scaling=ScalingConstants(**bundle.scaling)
+    )
+    net.load_state_dict(bundle.state_dict, strict=True)
+    return net

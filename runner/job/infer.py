@@ -1,0 +1,104 @@
+"""Reconstruction: predict object patches for a scan, stitch them, score them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from attrs import frozen
+
+from ptycho_spec.schema import Canonical
+from runner.data.grouping import group_scan, input_scale
+from runner.data.scan import Scan
+from runner.metrics import evaluate
+from runner.models.pinn import PtychoPINN
+from runner.reconstruct.stitch import stitch
+
+
+@frozen(kw_only=True)
+class Reconstruction:
+    """A stitched object in the object-pixel frame of the scan positions."""
+
+    obj: np.ndarray  # (H, W) complex64
+    weight: np.ndarray  # (H, W) float32, 0 where no patch contributed
+    x_px: np.ndarray  # (M,) scan positions used
+    y_px: np.ndarray
+    truth: np.ndarray | None  # (H, W) complex64 ground truth when known
+    input_scale: float  # r of the scan (the network's input normalization)
+
+
+def inference_groups(c: Canonical, scan: Scan, *, n_groups: int | None) -> np.ndarray:
+    """Group indices ``(G, C)`` covering the scan: every pattern seeds one group in order."""
+    m = len(scan.x_px)
+    groups = group_scan(
+        scan.x_px,
+        scan.y_px,
+        gridsize=c.model.gridsize,
+        n_groups=m if n_groups is None else n_groups,
+        neighbor_count=c.data.neighbor_count,
+        sequential=True,
+        seed=c.seeds.grouping,
+    )
+    return groups.indices
+
+
+def predict_patches(
+    net: PtychoPINN,
+    x: torch.Tensor,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+) -> np.ndarray:
+    """Object patches ``(G, C, N, N)`` complex64 for groups ``indices`` of inputs ``x (M,N,N)``."""
+    from tqdm.auto import tqdm
+
+    net = net.to(device).eval()
+    chunks = []
+    starts = range(0, len(indices), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(
+            starts, desc="reconstruct", unit="batch", disable=not progress, leave=False
+        ):
+            idx = torch.from_numpy(indices[start : start + batch_size])
+            batch = x[idx].to(device, non_blocking=True)  # (B, C, N, N)
+            chunks.append(net.predict_object(batch).to("cpu", torch.complex64))
+    return torch.cat(chunks).numpy()
+
+
+def reconstruct(
+    net: PtychoPINN,
+    scan: Scan,
+    *,
+    c: Canonical,
+    device: torch.device,
+    progress: bool,
+    n_groups: int | None = None,
+) -> Reconstruction:
+    """Predict, then stitch the central ``trim``-cut patches at their scan positions."""
+    n = c.model.N
+    amplitude = scan.masked_amplitude()
+    r = input_scale(amplitude, n)
+    x = torch.from_numpy((amplitude.astype(np.float64) * r).astype(np.float32))
+    indices = inference_groups(c, scan, n_groups=n_groups)
+    patches = predict_patches(
+        net, x, indices, batch_size=c.inference.batch_size, device=device, progress=progress
+    )
+    flat = indices.reshape(-1)
+    obj, weight = stitch(
+        patches.reshape(-1, n, n),
+        scan.x_px[flat],
+        scan.y_px[flat],
+        trim=c.inference.trim,
+        canvas_shape=None if scan.object is None else scan.object.shape,
+    )
+    return Reconstruction(
+        obj=obj, weight=weight, x_px=scan.x_px, y_px=scan.y_px, truth=scan.object, input_scale=r
+    )
+
+
+def score(rec: Reconstruction) -> dict[str, float] | None:
+    """Reconstruction metrics against the ground truth, when there is one."""
+    if rec.truth is None:
+        return None
+    return evaluate(rec.obj, rec.truth, weight=rec.weight).to_dict()

@@ -1,0 +1,146 @@
+"""The LightningModule: PtychoPINN (generator + physics) and its objective.
+
+The objective is ``nll_weight·poisson + mae_weight·mae + realspace_weight·tv`` for
+``model_type = "pinn"`` and the amplitude/phase L1 for ``"supervised"``. Train, validation and
+test share one step; every term is logged as ``{stage}_{term}`` and the sum as
+``{stage}_loss``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from ptycho_spec.schema import Model, Training
+from runner.job.optim import build_optimizer, build_scheduler
+from runner.models.pinn import PtychoPINN
+from runner.physics import losses
+from runner.physics.scaling import ScalingConstants
+
+
+def logged_metrics(training: Training, model: Model, *, has_validation: bool) -> list[str]:
+    """Names this module logs for a run: what ``checkpoint_monitor`` may name."""
+    terms = _term_names(training, model)
+    stages = ["train", "val"] if has_validation else ["train"]
+    return [f"{s}_{t}" for s in stages for t in ("loss", *terms)] + ["lr"]
+
+
+def _term_names(training: Training, model: Model) -> list[str]:
+    if model.model_type == "supervised":
+        return ["supervised"]
+    weights = {
+        "poisson": training.nll_weight,
+        "mae": training.mae_weight,
+        "tv": training.realspace_weight,
+    }
+    return [name for name, w in weights.items() if w > 0]
+
+
+class PtychoModule(pl.LightningModule):
+    """Trains ``PtychoPINN`` on batches ``{"x": (B,C,N,N), "relative": (B,C,2)[, "object"]}``.
+
+    ``x`` is the measured amplitude in network units (``r·X``); it is both the input and the
+    data the physics prediction must explain.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        training: Training,
+        probe: torch.Tensor,
+        scaling: ScalingConstants,
+        valid_mask: torch.Tensor | None,
+        monitor: str,
+        compile_generator: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model_cfg, self.training_cfg, self.scaling, self.monitor = (
+            model,
+            training,
+            scaling,
+            monitor,
+        )
+        self.net = PtychoPINN(model=model, probe=probe, scaling=scaling)
+        if compile_generator:
+            self.net.generator = torch.compile(self.net.generator)
+        self.register_buffer("valid_mask", valid_mask, persistent=False)
+        self.weights = {
+            "poisson": training.nll_weight,
+            "mae": training.mae_weight,
+            "tv": training.realspace_weight,
+        }
+
+    def terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each active loss term for one batch (unweighted)."""
+        if self.model_cfg.model_type == "supervised":
+            pred = self.net.predict_object(batch["x"])
+            return {"supervised": losses.supervised_l1(pred, batch["object"], mask=self.valid_mask)}
+        prediction = self.net(batch["x"], batch["relative"])
+        out: dict[str, torch.Tensor] = {}
+        if self.weights["poisson"] > 0:
+            out["poisson"] = losses.poisson_nll(
+                prediction.amplitude,
+                batch["x"],
+                photon_scale=self.scaling.photon_scale,
+                mean_photons=self.scaling.mean_photons,
+                mask=self.valid_mask,
+            )
+        if self.weights["mae"] > 0:
+            out["mae"] = losses.amplitude_mae(
+                prediction.amplitude, batch["x"], mask=self.valid_mask
+            )
+        if self.weights["tv"] > 0:
+            out["tv"] = losses.total_variation(prediction.object)
+        return out
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        terms = self.terms(batch)
+        loss = sum(self.weights.get(k, 1.0) * v for k, v in terms.items())
+        batch_size = batch["x"].shape[0]
+        distributed = self.trainer.world_size > 1
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=distributed,
+        )
+        for name, value in terms.items():
+            self.log(
+                f"{stage}_{name}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=distributed,
+            )
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("lr", lr, on_step=False, on_epoch=True, batch_size=batch["x"].shape[0])
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.training_cfg)
+        steps = max(1, int(self.trainer.estimated_stepping_batches) // self.training_cfg.nepochs)
+        scheduler = build_scheduler(
+            optimizer, self.training_cfg, monitor=self._plateau_monitor(), steps_per_epoch=steps
+        )
+        return (
+            optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        )
+
+    def _plateau_monitor(self) -> str:
+        return "val_loss" if self.monitor.startswith("val_") else "train_loss"

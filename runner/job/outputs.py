@@ -1,0 +1,116 @@
+"""Files a run writes besides the lock and the bundle: arrays, pictures, metrics.
+
+Everything is written atomically. Pictures use matplotlib's object API with the Agg canvas,
+so no global pyplot state and no display is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from runner.job import atomic
+
+
+def save_reconstruction(
+    path: Path,
+    *,
+    obj: np.ndarray,
+    weight: np.ndarray,
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    truth: np.ndarray | None,
+) -> None:
+    """``reconstruction.npz``: complex object, amplitude, phase, coverage, positions, truth."""
+    arrays: dict[str, np.ndarray] = {
+        "object": obj.astype(np.complex64),
+        "amplitude": np.abs(obj).astype(np.float32),
+        "phase": np.angle(obj).astype(np.float32),
+        "weight": weight.astype(np.float32),
+        "x_px": x_px.astype(np.float64),
+        "y_px": y_px.astype(np.float64),
+    }
+    if truth is not None:
+        arrays["ground_truth"] = truth.astype(np.complex64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def save_json(path: Path, payload: Mapping[str, Any]) -> None:
+    atomic.write_text(path, json.dumps(_finite(payload), indent=2, sort_keys=True) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity; write them as null so any reader accepts the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def _covered(image: np.ndarray, weight: np.ndarray) -> np.ma.MaskedArray:
+    return np.ma.masked_where(weight <= 0, image)
+
+
+def save_image_pair(
+    path: Path,
+    *,
+    title: str,
+    image: np.ndarray,
+    weight: np.ndarray,
+    truth: np.ndarray | None,
+    cmap: str,
+) -> None:
+    """The reconstruction (and the ground truth beside it when known), uncovered pixels blank."""
+    panels = [("reconstruction", _covered(image, weight))]
+    if truth is not None:
+        panels.append(("ground truth", np.ma.masked_array(truth, mask=weight <= 0)))
+    fig = Figure(figsize=(4.6 * len(panels), 4.4))
+    for k, (label, data) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        shown = ax.imshow(data, cmap=cmap, interpolation="nearest")
+        ax.set_title(f"{title}: {label}")
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def save_loss_plot(path: Path, history: Sequence[Mapping[str, float]]) -> None:
+    """Training and validation loss per epoch (log scale when every value is positive)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        points = [(h["epoch"], h[key]) for h in history if key in h]
+        if points:
+            epochs, values = zip(*points, strict=True)
+            ax.plot(epochs, values, marker="o", label=label)
+    values = [h[k] for h in history for k in ("train_loss", "val_loss") if k in h]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("PtychoPINN training")
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)

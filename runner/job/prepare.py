@@ -1,0 +1,136 @@
+"""From a resolved run to scans and training groups: everything before the first output.
+
+All data problems surface here, before the run directory is touched, so a bad data file exits
+with code 4 and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+from attrs import frozen
+
+from ptycho_spec.errors import DataError
+from ptycho_spec.schema import Canonical
+from runner.data.grouping import Groups, group_scan
+from runner.data.npz import read_npz
+from runner.data.scan import Scan
+from runner.data.simulate import simulate_scans
+from runner.job.sampling import GroupBatches
+from runner.physics.scaling import ScalingConstants
+from runner.physics.shift import crop_patches
+
+
+@frozen(kw_only=True)
+class Scans:
+    """The run's scans: ``train`` for training tasks, ``test`` for reconstruction."""
+
+    train: Scan | None
+    test: Scan | None
+
+
+def load_scans(c: Canonical) -> Scans:
+    """Simulate or read the scans a run needs, split when ``test_fraction`` asks for it."""
+    task = c.run.task
+    needs_train, needs_test = task != "infer", task != "train"
+    if c.data.source == "simulate":
+        train, test = simulate_scans(c)
+        return Scans(train=train if needs_train else None, test=test if needs_test else None)
+    if c.data.source == "npz":
+        return _npz_scans(c, needs_train=needs_train, needs_test=needs_test)
+    msg = f"data.source = {c.data.source!r} cannot be loaded by this runner"
+    raise DataError(msg)
+
+
+def _npz_scans(c: Canonical, *, needs_train: bool, needs_test: bool) -> Scans:
+    m = c.data.measurement
+    if c.data.test_fraction is not None:
+        whole = read_npz(c.data.train_file, measurement=m)
+        train, test = split_scan(whole, c.data.test_fraction)
+        return Scans(train=train if needs_train else None, test=test if needs_test else None)
+    train = read_npz(c.data.train_file, measurement=m) if needs_train else None
+    test = read_npz(c.data.test_file, measurement=m) if needs_test else None
+    return Scans(train=train, test=test)
+
+
+def split_scan(scan: Scan, test_fraction: float) -> tuple[Scan, Scan]:
+    """Split by position: the patterns with the largest ``y_px`` become the test scan.
+
+    A contiguous block keeps the test region largely unseen in training, which a random split
+    of interleaved, overlapping positions would not.
+    """
+    order = np.argsort(scan.y_px, kind="stable")
+    n_test = max(1, round(test_fraction * len(order)))
+    if n_test >= len(order):
+        msg = f"test_fraction {test_fraction} leaves no training patterns"
+        raise DataError(msg, path=scan.source)
+    return subset(scan, np.sort(order[:-n_test])), subset(scan, np.sort(order[-n_test:]))
+
+
+def subset(scan: Scan, keep: np.ndarray) -> Scan:
+    """The patterns ``keep`` of ``scan`` (probe, object and mask shared)."""
+    return attrs.evolve(
+        scan,
+        amplitude=scan.amplitude[keep],
+        x_px=scan.x_px[keep],
+        y_px=scan.y_px[keep],
+        scan_index=scan.scan_index[keep],
+    )
+
+
+@frozen(kw_only=True)
+class TrainingSet:
+    """Grouped training data with its frozen scaling constants and its train/val split."""
+
+    scan: Scan
+    groups: Groups
+    scaling: ScalingConstants
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+
+
+def training_set(c: Canonical, scan: Scan) -> TrainingSet:
+    groups = group_scan(
+        scan.x_px,
+        scan.y_px,
+        gridsize=c.model.gridsize,
+        n_groups=c.data.n_groups,
+        neighbor_count=c.data.neighbor_count,
+        sequential=c.data.sequential_sampling,
+        seed=c.seeds.grouping,
+        n_subsample=c.data.n_subsample,
+    )
+    scaling = ScalingConstants.from_training(
+        scan.masked_amplitude(), model=c.model, nphotons=c.training.nphotons, probe=scan.probe
+    )
+    order = np.random.default_rng(c.seeds.split).permutation(len(groups.indices))
+    n_val = round(c.training.val_fraction * len(order))
+    return TrainingSet(
+        scan=scan,
+        groups=groups,
+        scaling=scaling,
+        train_ids=np.sort(order[n_val:]),
+        val_ids=np.sort(order[:n_val]),
+    )
+
+
+def group_batches(ts: TrainingSet, ids: np.ndarray, *, supervised: bool) -> GroupBatches:
+    """A dataset over the groups ``ids``: inputs in network units, relative coordinates and,
+    for supervised training, the ground-truth object patches."""
+    tensors = {"x": torch.from_numpy(ts.scaling.network_input(ts.scan.masked_amplitude()))}
+    if supervised:
+        if ts.scan.object is None:
+            msg = 'model_type = "supervised" needs a ground-truth object (objectGuess)'
+            raise DataError(msg, path=ts.scan.source, key="objectGuess")
+        tensors["object"] = crop_patches(
+            torch.from_numpy(ts.scan.object),
+            torch.from_numpy(ts.scan.x_px),
+            torch.from_numpy(ts.scan.y_px),
+            ts.scan.N,
+        )
+    return GroupBatches(
+        tensors=tensors,
+        indices=torch.from_numpy(ts.groups.indices[ids]),
+        per_group={"relative": torch.from_numpy(ts.groups.relative[ids].astype(np.float32))},
+    )

@@ -1,0 +1,131 @@
+"""Training: the DataModule, the callbacks that record the run, and ``fit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from ptycho_spec.lock import Lock, dumps_lock
+from ptycho_spec.schema import Canonical, Execution
+from runner.job import atomic, effective
+from runner.job.bundle import Bundle
+from runner.job.module import PtychoModule, logged_metrics
+from runner.job.prepare import TrainingSet, group_batches
+from runner.job.sampling import EpochSampler, make_loader
+from runner.job.trainer import build_trainer, check_monitor
+
+
+class GroupsDataModule(pl.LightningDataModule):
+    """Training and validation loaders over the groups of a ``TrainingSet``.
+
+    Each rank's sampler shards the same seeded permutation, so the batches depend only on the
+    lock and the world size.
+    """
+
+    def __init__(self, ts: TrainingSet, *, c: Canonical, execution: Execution) -> None:
+        super().__init__()
+        self.ts, self.c, self.execution = ts, c, execution
+        supervised = c.model.model_type == "supervised"
+        self.train_set = group_batches(ts, ts.train_ids, supervised=supervised)
+        self.val_set = (
+            group_batches(ts, ts.val_ids, supervised=supervised) if len(ts.val_ids) else None
+        )
+
+    def _loader(self, dataset: Any, *, shuffle: bool) -> DataLoader:
+        sampler = EpochSampler(
+            len(dataset),
+            seed=self.c.seeds.loader,
+            shuffle=shuffle and not self.c.data.sequential_sampling,
+            rank=self.trainer.global_rank if self.trainer else 0,
+            world_size=self.trainer.world_size if self.trainer else 1,
+        )
+        return make_loader(
+            dataset,
+            batch_size=self.c.training.batch_size,
+            sampler=sampler,
+            execution=self.execution,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+
+class RunRecorder(pl.Callback):
+    """Writes ``effective.toml`` when training starts and keeps the per-epoch history."""
+
+    def __init__(self, *, out_dir: Path, execution: Execution, c: Canonical) -> None:
+        self.out_dir, self.execution, self.c = out_dir, execution, c
+        self.history: list[dict[str, float]] = []
+        self.effective: dict[str, dict[str, Any]] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        val = trainer.val_dataloaders if isinstance(trainer.val_dataloaders, DataLoader) else None
+        self.effective = effective.record(
+            trainer,
+            self.execution,
+            batch_size=self.c.training.batch_size,
+            gradient_clip_val=self.c.training.gradient_clip_val,
+            train_loader=trainer.train_dataloader,
+            val_loader=val,
+            compiled=hasattr(pl_module.net.generator, "_orig_mod"),
+        )
+        effective.check(self.effective)
+        _write_effective(self.out_dir, self.effective)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = {"epoch": float(trainer.current_epoch)}
+        for key in ("train_loss", "val_loss", "lr"):
+            if key in trainer.callback_metrics:
+                row[key] = float(trainer.callback_metrics[key])
+        self.history.append(row)
+
+
+@rank_zero_only
+def _write_effective(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
+    import tomli_w
+
+    atomic.write_text(out_dir / "effective.toml", tomli_w.dumps(record))
+
+
+def train(
+    lock: Lock, ts: TrainingSet, *, out_dir: Path
+) -> tuple[PtychoModule, list[dict[str, float]], Bundle]:
+    """Fit the model described by ``lock`` on ``ts``; return it, its history and its bundle."""
+    c, e = lock.resolved.canonical, lock.resolved.execution
+    check_monitor(e, logged_metrics(c.training, c.model, has_validation=len(ts.val_ids) > 0))
+    torch.manual_seed(c.seeds.init)
+    module = PtychoModule(
+        model=c.model,
+        training=c.training,
+        probe=torch.from_numpy(ts.scan.probe),
+        scaling=ts.scaling,
+        valid_mask=None if ts.scan.valid_mask is None else torch.from_numpy(ts.scan.valid_mask),
+        monitor=e.checkpoint_monitor,
+        compile_generator=e.compile,
+    )
+    recorder = RunRecorder(out_dir=out_dir, execution=e, c=c)
+    trainer = build_trainer(
+        execution=e,
+        training=c.training,
+        out_dir=out_dir,
+        run_name=c.run.name,
+        extra_callbacks=[recorder],
+    )
+    pl.seed_everything(c.seeds.loader, workers=True, verbose=False)
+    trainer.fit(module, datamodule=GroupsDataModule(ts, c=c, execution=e))
+    bundle = Bundle(
+        state_dict={k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
+        lock_text=dumps_lock(lock),
+        scaling=attrs.asdict(ts.scaling),
+        model={"N": c.model.N, "gridsize": c.model.gridsize, "architecture": c.model.architecture},
+    )
+    return module, recorder.history, bundle
