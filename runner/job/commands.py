@@ -35,5 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print("warning: " + warning.render(), file=sys.stderr)
     out_dir = Path(args.out) if args.out else Path(lock.resolved.canonical.run.output_dir)
     execute(lock, out_dir=out_dir, force=args.force)
-    print(f"run complete: {out_dir}", file=sys.stderr)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(f"run complete: {out_dir}", file=sys.stderr)
     return 0

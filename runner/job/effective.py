@@ -94,7 +94,11 @@ def record(
         "gradient_clip_val": (gradient_clip_val, trainer.gradient_clip_val),
         "batch_size": (batch_size, train.get("batch_size")),
         "num_workers": (execution.num_workers, train.get("num_workers")),
-        "pin_memory": (execution.pin_memory, train.get("pin_memory")),
+        # Pinning only happens when batches go to a CUDA device; on the CPU it is a no-op.
+        "pin_memory": (
+            execution.pin_memory,
+            bool(train.get("pin_memory")) and accelerator_name(trainer) == "cuda",
+        ),
         "persistent_workers": (execution.persistent_workers, train.get("persistent_workers")),
         "prefetch_factor": (execution.prefetch_factor, train.get("prefetch_factor")),
         "validation_loader": (val_loader is not None, val_loader is not None),

@@ -123,7 +123,14 @@ class PtychoModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("lr", lr, on_step=False, on_epoch=True, batch_size=batch["x"].shape[0])
+        self.log(
+            "lr",
+            lr,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch["x"].shape[0],
+            sync_dist=self.trainer.world_size > 1,
+        )
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

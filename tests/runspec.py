@@ -1,0 +1,56 @@
+"""Tiny run specs for the job tests: seconds per run on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY = """\
+spec_version = 1
+
+[run]
+task = "{task}"
+seed = 3
+
+[data]
+source = "simulate"
+n_groups = "all"
+
+[data.simulate]
+object_size = 80            # (80 - 64)/4 + 1 = 5 → 25 training patterns
+scan_step_train = 4
+scan_step_test = 8          # 3 × 3 = 9 test patterns
+nphotons = 1e6
+
+[model]
+N = 64
+n_filters_scale = 1
+gridsize = {gridsize}
+
+[training]
+nepochs = {nepochs}
+batch_size = 4
+val_fraction = 0.2
+
+[execution]
+accelerator = "cpu"
+enable_progress_bar = false
+log_every_n_steps = 1
+{execution}
+"""
+
+
+def write_spec(
+    folder: Path,
+    *,
+    name: str = "tiny",
+    task: str = "train+infer",
+    gridsize: int = 1,
+    nepochs: int = 1,
+    execution: str = "",
+    extra: str = "",
+) -> Path:
+    """Write a tiny simulated-data spec to ``folder/name.toml`` and return its path."""
+    path = folder / f"{name}.toml"
+    text = TINY.format(task=task, gridsize=gridsize, nepochs=nepochs, execution=execution)
+    path.write_text(text + extra)
+    return path

@@ -1,0 +1,139 @@
+"""Optimizers and schedules: every configured schedule really changes the learning rate."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import attrs
+import pytest
+import torch
+from runspec import write_spec
+
+from ptycho_spec.cli import main
+from ptycho_spec.schema import Training
+from runner.job.optim import build_optimizer, build_scheduler, warmup_cosine
+
+NONE = dict.fromkeys(
+    (
+        "momentum",
+        "plateau_factor",
+        "plateau_patience",
+        "plateau_min_lr",
+        "plateau_threshold",
+        "exponential_gamma",
+        "warmup_epochs",
+        "min_lr_ratio",
+        "gradient_clip_algorithm",
+    ),
+)
+ADAM = Training(
+    nll_weight=1.0, mae_weight=0.0, nphotons=1.0, adam_beta1=0.8, adam_beta2=0.99, **NONE
+)
+
+
+def params() -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(torch.zeros(3))]
+
+
+def lrs(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
+
+
+class TestBuildOptimizer:
+    def test_adam_betas_and_decay(self) -> None:
+        """Adam takes β1, β2 and weight decay from [training]."""
+        opt = build_optimizer(params(), attrs.evolve(ADAM, weight_decay=0.01))
+        assert isinstance(opt, torch.optim.Adam)
+        assert opt.defaults["betas"] == (0.8, 0.99) and opt.defaults["weight_decay"] == 0.01
+
+    def test_adamw(self) -> None:
+        """adamw is decoupled weight decay."""
+        assert isinstance(
+            build_optimizer(params(), attrs.evolve(ADAM, optimizer="adamw")), torch.optim.AdamW
+        )
+
+    def test_sgd_momentum(self) -> None:
+        """SGD takes its momentum."""
+        sgd = attrs.evolve(ADAM, optimizer="sgd", momentum=0.7, adam_beta1=None, adam_beta2=None)
+        opt = build_optimizer(params(), sgd)
+        assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.7
+
+
+class TestSchedules:
+    def test_constant_has_no_scheduler(self) -> None:
+        """A constant learning rate needs no scheduler."""
+        opt = build_optimizer(params(), ADAM)
+        assert build_scheduler(opt, ADAM, monitor="val_loss", steps_per_epoch=5) is None
+
+    def test_exponential_steps_per_epoch(self) -> None:
+        """exponential multiplies the learning rate by γ once per epoch."""
+        cfg = attrs.evolve(ADAM, scheduler="exponential", exponential_gamma=0.5)
+        opt = build_optimizer(params(), cfg)
+        sched = build_scheduler(opt, cfg, monitor="val_loss", steps_per_epoch=5)
+        assert sched["interval"] == "epoch"
+        seen = []
+        for _ in range(3):
+            seen.append(lrs(opt))
+            opt.step()
+            sched["scheduler"].step()
+        assert seen == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+    def test_plateau_reduces_after_patience(self) -> None:
+        """plateau halves the learning rate once the monitored loss stops improving."""
+        cfg = attrs.evolve(
+            ADAM,
+            scheduler="plateau",
+            plateau_factor=0.5,
+            plateau_patience=1,
+            plateau_min_lr=1e-5,
+            plateau_threshold=0.0,
+        )
+        opt = build_optimizer(params(), cfg)
+        sched = build_scheduler(opt, cfg, monitor="val_loss", steps_per_epoch=5)
+        assert sched["monitor"] == "val_loss"
+        seen = []
+        for loss in (1.0, 1.0, 1.0, 1.0):
+            opt.step()
+            sched["scheduler"].step(loss)
+            seen.append(lrs(opt))
+        assert seen == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
+
+    def test_warmup_cosine_per_step(self) -> None:
+        """warmup_cosine rises linearly over the warm-up steps, then decays to min_lr_ratio."""
+        cfg = attrs.evolve(
+            ADAM, scheduler="warmup_cosine", warmup_epochs=1, min_lr_ratio=0.1, nepochs=3
+        )
+        opt = build_optimizer(params(), cfg)
+        sched = build_scheduler(opt, cfg, monitor="val_loss", steps_per_epoch=4)
+        assert sched["interval"] == "step"
+        seen = []
+        for _ in range(12):
+            seen.append(lrs(opt))
+            opt.step()
+            sched["scheduler"].step()
+        assert seen[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+        assert seen[4] == pytest.approx(1e-3) and seen[-1] < seen[6] < seen[4]
+        assert seen[-1] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 8))))
+
+    def test_warmup_cosine_formula_ends_at_min_ratio(self) -> None:
+        """At the horizon the multiplier is exactly min_lr_ratio."""
+        assert warmup_cosine(10, warmup_steps=2, total_steps=10, min_ratio=0.25) == pytest.approx(
+            0.25
+        )
+
+
+class TestSchedulesInARun:
+    def test_exponential_changes_the_logged_lr(self, tmp_path: Path) -> None:
+        """In a real run the scheduler steps each epoch and the logged learning rate follows."""
+        spec = write_spec(tmp_path, task="train", nepochs=3)
+        spec.write_text(
+            spec.read_text().replace(
+                "val_fraction = 0.2",
+                'val_fraction = 0.2\nscheduler = "exponential"\nexponential_gamma = 0.5',
+            )
+        )
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+        assert [h["lr"] for h in history] == pytest.approx([1e-3, 5e-4, 2.5e-4], rel=1e-6)

@@ -1,0 +1,195 @@
+"""``ptycho-spec run``: the three tasks, the run directory, the bundle, replay, bad data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from runspec import write_spec
+
+from ptycho_spec.cli import main
+from ptycho_spec.lock import read_lock
+from runner.job.bundle import MEMBERS, read_bundle
+from runner.models.pinn import PtychoPINN
+from runner.physics.scaling import ScalingConstants
+
+TRAIN_OUTPUTS = {
+    "run.lock.toml",
+    "effective.toml",
+    "model.bundle",
+    "loss.png",
+    "metrics.json",
+    "COMPLETE",
+}
+INFER_OUTPUTS = {"reconstruction.npz", "amplitude.png", "phase.png"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One train+infer run shared by the tests that only read its outputs."""
+    folder = tmp_path_factory.mktemp("trained")
+    spec = write_spec(folder, nepochs=2)
+    assert main(["run", str(spec), "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def arrays(path: Path) -> dict[str, str]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: hashlib.sha256(npz[k].tobytes()).hexdigest() for k in npz.files}
+
+
+class TestTasks:
+    def test_train_plus_infer_writes_everything(self, trained: Path) -> None:
+        """train+infer writes the lock, bundle, reconstruction, pictures, metrics and logs."""
+        names = {p.name for p in trained.iterdir()}
+        assert TRAIN_OUTPUTS | INFER_OUTPUTS <= names
+        assert (trained / "logs" / "metrics.csv").is_file()
+        assert any((trained / "checkpoints").glob("*.ckpt"))
+        metrics = json.loads((trained / "metrics.json").read_text())
+        assert len(metrics["history"]) == 2
+        assert set(metrics["reconstruction"]) == {"amplitude", "phase"}
+        with np.load(trained / "reconstruction.npz") as rec:
+            assert (
+                rec["object"].dtype == np.complex64
+                and rec["ground_truth"].shape == rec["object"].shape
+            )
+            np.testing.assert_allclose(rec["amplitude"], np.abs(rec["object"]), rtol=1e-6)
+
+    def test_train_only(self, tmp_path: Path) -> None:
+        """task = "train" trains and bundles but reconstructs nothing."""
+        spec = write_spec(tmp_path, task="train")
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        names = {p.name for p in (tmp_path / "run").iterdir()}
+        assert TRAIN_OUTPUTS <= names and not (INFER_OUTPUTS & names)
+
+    def test_infer_from_bundle(self, trained: Path, tmp_path: Path) -> None:
+        """task = "infer" takes the model from the bundle and reconstructs the test data."""
+        spec = tmp_path / "infer.toml"
+        spec.write_text(
+            'spec_version = 1\n[run]\ntask = "infer"\nseed = 3\n'
+            '[data]\nsource = "simulate"\n'
+            "[data.simulate]\nobject_size = 80\nscan_step_test = 8\nnphotons = 1e6\n"
+            f'[inference]\nbundle = "{trained / "model.bundle"}"\nbatch_size = 4\n'
+            '[execution]\naccelerator = "cpu"\nenable_progress_bar = false\n'
+        )
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        names = {p.name for p in (tmp_path / "run").iterdir()}
+        assert INFER_OUTPUTS <= names and "model.bundle" not in names
+        lock = read_lock(tmp_path / "run" / "run.lock.toml")
+        trained_lock = read_lock(trained / "run.lock.toml")
+        assert lock.resolved.canonical.model == trained_lock.resolved.canonical.model
+        assert lock.provenance["model.N"].layer == "bundle"
+        # Same weights, test object and batch size: the reconstruction equals the training run's.
+        assert arrays(tmp_path / "run" / "reconstruction.npz") == arrays(
+            trained / "reconstruction.npz"
+        )
+
+    def test_infer_refuses_model_settings(
+        self, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Model settings in an inference spec are refused: they come from the bundle."""
+        spec = tmp_path / "infer.toml"
+        spec.write_text(
+            'spec_version = 1\n[run]\ntask = "infer"\n[data]\nsource = "simulate"\n'
+            f'[model]\ngridsize = 2\n[inference]\nbundle = "{trained / "model.bundle"}"\n'
+        )
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 2
+        assert "model.gridsize" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
+
+
+class TestBundle:
+    def test_round_trip(self, trained: Path) -> None:
+        """The bundle loads (weights_only) into a fresh model whose predictions match."""
+        bundle = read_bundle(trained / "model.bundle")
+        lock = read_lock(trained / "run.lock.toml")
+        assert bundle.lock_text == (trained / "run.lock.toml").read_text()
+        c = lock.resolved.canonical
+        net = PtychoPINN(
+            model=c.model,
+            probe=torch.ones(64, 64, dtype=torch.complex64),
+            scaling=ScalingConstants(**bundle.scaling),
+        )
+        net.load_state_dict(bundle.state_dict, strict=True)
+        again = PtychoPINN(
+            model=c.model,
+            probe=torch.ones(64, 64, dtype=torch.complex64),
+            scaling=ScalingConstants(**bundle.scaling),
+        )
+        again.load_state_dict(net.state_dict(), strict=True)
+        x = torch.rand(2, 1, 64, 64)
+        torch.testing.assert_close(net.predict_object(x), again.predict_object(x))
+        assert set(bundle.scaling) == {
+            "input_scale",
+            "photon_scale",
+            "mean_photons",
+            "initial_gain",
+        }
+
+    def test_member_order_and_timestamps(self, trained: Path) -> None:
+        """Members are stored in a fixed order with the zip epoch as timestamp."""
+        with zipfile.ZipFile(trained / "model.bundle") as zf:
+            assert tuple(zf.namelist()) == MEMBERS
+            assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+class TestReplay:
+    def test_lock_replays_exactly(self, trained: Path, tmp_path: Path) -> None:
+        """Running the written lock elsewhere reproduces reconstruction.npz and metrics.json."""
+        assert main(["run", str(trained / "run.lock.toml"), "--out", str(tmp_path / "again")]) == 0
+        assert arrays(tmp_path / "again" / "reconstruction.npz") == arrays(
+            trained / "reconstruction.npz"
+        )
+        assert (tmp_path / "again" / "metrics.json").read_text() == (
+            trained / "metrics.json"
+        ).read_text()
+
+    def test_set_cannot_change_a_lock(self, trained: Path, tmp_path: Path) -> None:
+        """--set on a lock is a usage error: locks are changed by recompiling the spec."""
+        args = [
+            "run",
+            str(trained / "run.lock.toml"),
+            "--set",
+            "training.nepochs=3",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+        assert main(args) == 2
+
+
+class TestRunDirectory:
+    def test_completed_run_needs_force(
+        self, trained: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A completed run directory is not overwritten without --force."""
+        assert main(["run", str(trained / "run.lock.toml"), "--out", str(trained)]) == 2
+        assert "--force" in capsys.readouterr().err
+
+    def test_bad_data_exits_4_and_writes_nothing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Non-finite diffraction data is exit code 4, and no run directory appears."""
+        data = tmp_path / "bad.npz"
+        amplitude = np.ones((4, 64, 64), np.float32)
+        amplitude[1, 3, 3] = np.nan
+        np.savez(
+            data,
+            diff3d=amplitude,
+            xcoords=np.arange(4.0) + 40,
+            ycoords=np.full(4, 40.0),
+            probeGuess=np.ones((64, 64), np.complex64),
+        )
+        spec = tmp_path / "bad.toml"
+        spec.write_text(
+            f'spec_version = 1\n[data]\nsource = "npz"\ntrain_file = "{data}"\ntest_fraction = 0.5\n'
+            'n_groups = "all"\n[execution]\naccelerator = "cpu"\n'
+        )
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 4
+        err = capsys.readouterr().err
+        assert "bad.npz" in err and "diff3d" in err and "Traceback" not in err
+        assert not (tmp_path / "run").exists()
