@@ -130,6 +130,8 @@ _ROLE_KEYS: Final = MappingProxyType(
         "train": "data.train_file",
         "test": "data.test_file",
         "probe": "data.simulate.probe",
+        "product": "data.ptychodus.product_file",
+        "diffraction": "data.ptychodus.diffraction_file",
         "bundle": "inference.bundle",
     }
 )

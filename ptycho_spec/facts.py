@@ -29,7 +29,7 @@ from typing import Any, Final
 import attrs
 from attrs import frozen
 
-from ptycho_spec.errors import DataError, LockError, SpecError, SpecIssue
+from ptycho_spec.errors import DataError, LockError
 from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock, loads_lock
 from ptycho_spec.rules import OPTIONAL_LOGGERS
 
@@ -44,15 +44,17 @@ class ScanFacts:
     """What the compiler needs to know of one diffraction file.
 
     ``measurement`` is ``"counts"`` for integer dtypes or float data whose values are all
-    non-negative whole numbers with a maximum above 1, else ``"amplitude"``. ``mean_counts``
-    (counts data only) is the mean over patterns of the summed counts, in photons.
+    non-negative whole numbers with a maximum above 1, else ``"amplitude"``; ptychodus
+    patterns are always counts, and ``n_patterns`` counts those paired to a position.
+    ``mean_counts`` (counts data only) is the mean over patterns of the summed counts (over good
+    pixels), in photons.
     """
 
     n_patterns: int
     measurement: str
     mean_counts: float | None = None
     nphotons: float | None = None  # an ``nphotons`` array stored in the file
-    has_object: bool = False  # holds ``objectGuess`` (ground truth)
+    has_object: bool = False  # holds ``objectGuess`` (ground truth) or a ptychodus object
 
 
 @frozen(kw_only=True)
@@ -72,7 +74,8 @@ class InputFacts:
     bundle: Lock | None = None  # the lock inside inference.bundle
 
     def get(self, role: str) -> DataFile | None:
-        """The file with this role (``train``, ``test``, ``probe``, ``bundle``), if any."""
+        """The file with this role (``train``, ``test``, ``probe``, ``product``,
+        ``diffraction``, ``bundle``), if any."""
         return next((f for f in self.files if f.input.role == role), None)
 
 
@@ -107,14 +110,32 @@ def _read_simulate_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
     return (read_probe_npz(paths["probe"]),) if "probe" in paths else ()
 
 
-def _read_ptychodus_source(_paths: Mapping[str, str]) -> tuple[DataFile, ...]:
-    raise SpecError(
-        [
-            SpecIssue(
-                path="data.source",
-                message='"ptychodus" is provided by the interop module',
-            )
-        ]
+def _read_ptychodus_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
+    """Facts of a ptychodus product and its diffraction file: the probe side, the patterns
+    paired to positions, and the photons per pattern over good pixels."""
+    from ptycho_spec import ptychodus_files as pf  # h5py: only when ptychodus data are named
+
+    product = pf.read_product(paths["product"])
+    diffraction = pf.read_diffraction(paths["diffraction"])
+    rows = pf.pair(product, diffraction).rows
+    scan = ScanFacts(
+        n_patterns=len(rows),
+        measurement="counts",  # ptychodus patterns are detector counts (api/diffraction.py)
+        mean_counts=pf.mean_counts(
+            diffraction.patterns[rows], diffraction.bad_pixels, path=diffraction.path
+        ),
+        has_object=True,  # the product's object: labels for supervised training
+    )
+    arrays = npz_arrays if pf.is_npz(diffraction.path) else pf.h5_array_infos
+    return (
+        DataFile(
+            input=_data_input(product.path, "product", pf.h5_array_infos(product.path)),
+            probe_side=product.N,
+        ),
+        DataFile(
+            input=_data_input(diffraction.path, "diffraction", arrays(diffraction.path)),
+            scan=scan,
+        ),
     )
 
 

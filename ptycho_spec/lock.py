@@ -60,7 +60,8 @@ class SpecInput:
 
 @frozen(kw_only=True)
 class DataInput:
-    """A data file the run reads; ``role`` is ``train``, ``test``, ``probe`` or ``bundle``."""
+    """A data file the run reads; ``role`` is ``train``, ``test``, ``probe``, ``product``,
+    ``diffraction`` (the two files of a ptychodus source) or ``bundle``."""
 
     role: str
     path: str

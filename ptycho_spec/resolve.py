@@ -30,7 +30,16 @@ from ptycho_spec.rules import (
     finding,
     where,
 )
-from ptycho_spec.schema import AUTO, SUPPORTED_N, Canonical, Execution, Resolved, Seeds, Spec
+from ptycho_spec.schema import (
+    AUTO,
+    SUPPORTED_N,
+    Canonical,
+    Data,
+    Execution,
+    Resolved,
+    Seeds,
+    Spec,
+)
 from ptycho_spec.tree import KeyPath, dotted, key_path, schema_leaves, value_at
 
 DEFAULT_TRAIN_GROUPS: Final = 512
@@ -126,6 +135,8 @@ def input_paths(spec: Spec) -> InputPaths:
         "probe": data.simulate.probe
         if data.source == "simulate" and data.simulate.probe != "disk"
         else None,
+        "product": data.ptychodus.product_file if data.source == "ptychodus" else None,
+        "diffraction": data.ptychodus.diffraction_file if data.source == "ptychodus" else None,
         "bundle": spec.inference.bundle if spec.run.task == "infer" else None,
     }
     return InputPaths(
@@ -251,30 +262,30 @@ def _bundle(run: _Run) -> None:
 
 
 def _scan_files(run: _Run) -> list[DataFile]:
-    """The diffraction files this run reads (train and/or test), as read by facts."""
+    """The diffraction files this run reads (train and/or test, or the ptychodus diffraction
+    file), as read by facts."""
     data = run.spec.data
     roles = ["train"] if run.training_task or data.test_file is None else []
     roles += ["test"] if run.spec.run.task != "train" and data.test_file is not None else []
-    files = [run.facts.get(role) for role in roles]
-    for role, file in zip(roles, files, strict=True):
+    keys = {role: f"data.{role}_file" for role in roles}
+    if data.source == "ptychodus":
+        keys = {"diffraction": "data.ptychodus.diffraction_file"}
+    files = [run.facts.get(role) for role in keys]
+    for key, file in zip(keys.values(), files, strict=True):
         if file is None or file.scan is None:
-            run.error(f"data.{role}_file", "the file was not read")
+            run.error(key, "the file was not read")
     return [f for f in files if f is not None and f.scan is not None]
 
 
 def _probe_evidence(run: _Run) -> list[tuple[int, str]]:
-    """(side, where) of every probe in the data: NPZ probeGuess or a simulation probe file."""
+    """(side, where) of every probe in the data: NPZ probeGuess, a simulation probe file or a
+    ptychodus product's probe."""
     if run.spec.data.source == "npz":
         files = _scan_files(run)
     else:
-        probe = run.facts.get("probe")
+        probe = run.facts.get("product" if run.spec.data.source == "ptychodus" else "probe")
         files = [probe] if probe is not None else []
     return [(f.probe_side, f.input.path) for f in files if f.probe_side is not None]
-
-
-def _data_source(run: _Run) -> None:
-    if run.spec.data.source == "ptychodus":
-        run.error("data.source", '"ptychodus" is provided by the interop module')
 
 
 def _model_size(run: _Run) -> None:
@@ -322,7 +333,7 @@ def _measurement(run: _Run) -> None:
     if value not in (AUTO, kind):
         raise DataError(_measurement_message(run, value, kind), path=path)
     if value == AUTO:
-        origin = Origin("inferred", file=path, detail=_MEASUREMENT_WHY[kind])
+        origin = Origin("inferred", file=path, detail=_measurement_why(run, kind))
         run.set("data.measurement", kind, origin)
 
 
@@ -334,8 +345,14 @@ _MEASUREMENT_WHY: Final = MappingProxyType(
 )
 
 
+def _measurement_why(run: _Run, kind: str) -> str:
+    if run.spec.data.source == "ptychodus":
+        return "ptychodus patterns are detector counts"
+    return _MEASUREMENT_WHY[kind]
+
+
 def _measurement_message(run: _Run, value: str, kind: str) -> str:
-    return f"data.measurement = {show(value)} ({_where(run, 'data.measurement')}) but the file holds {kind} ({_MEASUREMENT_WHY[kind]})"
+    return f"data.measurement = {show(value)} ({_where(run, 'data.measurement')}) but the file holds {kind} ({_measurement_why(run, kind)})"
 
 
 def _nphotons(run: _Run) -> None:
@@ -395,7 +412,7 @@ def _patterns(run: _Run, role: str) -> tuple[int, str] | None:
             else (sim.scan_step_test, sim.n_test_objects)
         )
         return raster_count(sim.object_size, n, step, objects), f"simulated {role} scans"
-    file = run.facts.get(role if data.test_fraction is None else "train")
+    file = run.facts.get(_pattern_role(data, role))
     if file is None or file.scan is None:
         return None
     total = file.scan.n_patterns
@@ -405,6 +422,14 @@ def _patterns(run: _Run, role: str) -> tuple[int, str] | None:
     return (
         n_train if role == "train" else n_test
     ), f"{file.input.path} split by data.test_fraction"
+
+
+def _pattern_role(data: Data, role: str) -> str:
+    """The file holding the ``role`` patterns: a ptychodus diffraction file holds both (the
+    product's own scan is trained on and reconstructed), a split NPZ its training file."""
+    if data.source == "ptychodus":
+        return "diffraction"
+    return role if data.test_fraction is None else "train"
 
 
 def _groups(run: _Run) -> None:
@@ -574,7 +599,6 @@ def _execution(run: _Run) -> None:
 
 STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _run_identity,
-    _data_source,
     _bundle,
     _model_size,
     _measurement,
@@ -591,4 +615,4 @@ STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _execution,
 )
 # After these, later steps would work on values that failed to resolve.
-_FATAL_AFTER: Final = frozenset({_data_source, _bundle, _model_size})
+_FATAL_AFTER: Final = frozenset({_bundle, _model_size})

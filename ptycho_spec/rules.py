@@ -283,6 +283,22 @@ def _simulate_files(spec: Spec, ctx: Context) -> Iterator[Finding]:
         yield finding(spec, ctx, "data.simulate.n_test_objects", msg, "run.task")
 
 
+def _ptychodus_files(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """A ptychodus source is a product plus its diffraction file. Their scan is both what is
+    trained on (PINN training is self-supervised) and what is reconstructed, unless
+    ``data.test_fraction`` holds part of it out; NPZ files have no place beside them."""
+    if spec.data.source != "ptychodus":
+        return
+    for name in ("product_file", "diffraction_file"):
+        if getattr(spec.data.ptychodus, name) is None:
+            msg = 'is required with data.source = "ptychodus"'
+            yield finding(spec, ctx, f"data.ptychodus.{name}", msg, "data.source")
+    for name in ("train_file", "test_file"):
+        if getattr(spec.data, name) is not None:
+            msg = "has no effect: the ptychodus product's scan is the training and test data"
+            yield finding(spec, ctx, f"data.{name}", msg, "data.source")
+
+
 def _foreign_tables(spec: Spec, ctx: Context) -> Iterator[Finding]:
     """``[data.simulate]`` / ``[data.ptychodus]`` settings only act with their own source."""
     defaults = Spec().data
@@ -372,6 +388,7 @@ RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
     _npz_files,
     _test_split,
     _simulate_files,
+    _ptychodus_files,
     _foreign_tables,
     _object_size,
     _neighbors,

@@ -217,14 +217,22 @@ class Simulate:
 
 @frozen
 class Ptychodus:
-    """A ptychodus product plus its diffraction file (used when data.source = "ptychodus")."""
+    """A ptychodus product plus its diffraction file (used when data.source = "ptychodus").
+    The product's own scan is trained on (PINN training is self-supervised) and reconstructed,
+    unless data.test_fraction holds part of it out; the reconstruction, in the frame of the
+    product's object, is also written as a ptychodus product, `reconstruction.h5`.
+    """
 
     product_file: str | None = setting(
-        None, doc="ptychodus product HDF5 (probe, positions in metres, object geometry)."
+        None,
+        doc="ptychodus product HDF5: probe, positions in metres, and the object whose pixel "
+        "grid is the reconstruction's frame (and the labels of supervised training).",
     )
     diffraction_file: str | None = setting(
         None,
-        doc="Diffraction patterns: HDF5 with patterns/indexes/bad_pixels, or NPZ with patterns.",
+        doc="Detector counts: HDF5 with patterns/indexes/bad_pixels, or NPZ with patterns "
+        "(indexes, bad_pixels optional); paired to positions by scan index; bad pixels are "
+        "excluded from the input and the loss.",
     )
 
 
@@ -271,7 +279,7 @@ class Data:
     test_fraction: float | None = setting(
         None,
         doc="Split one file into train/test by this fraction of patterns when there is no "
-        "test_file.",
+        "test_file (with ptychodus data: hold part of the product's scan out of training).",
         checks=(gt(0), lt(1)),
     )
     simulate: Simulate = section(Simulate, doc="Simulation recipe.")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from strategies import compile_text, toml, write_scan_npz
 
-from ptycho_spec.errors import DataError, SpecError
+from ptycho_spec.errors import DataError
 from ptycho_spec.facts import (
     InputPaths,
     file_digest,
@@ -140,10 +140,11 @@ class TestFileDigest:
 
 
 class TestReadInputs:
-    def test_ptychodus_belongs_to_the_interop_module(self) -> None:
-        """The ptychodus reader is not part of this module yet."""
-        with pytest.raises(SpecError, match="provided by the interop module"):
-            read_inputs(InputPaths(source="ptychodus", paths={}))
+    def test_ptychodus_product_must_exist(self, tmp_path: Path) -> None:
+        """A missing ptychodus product is a data error naming the file."""
+        paths = {"product": str(tmp_path / "p.h5"), "diffraction": str(tmp_path / "d.h5")}
+        with pytest.raises(DataError, match=r"p\.h5: no such file"):
+            read_inputs(InputPaths(source="ptychodus", paths=paths))
 
 
 def _bundle(path: Path, members: dict[str, bytes]) -> str:

@@ -313,12 +313,11 @@ class TestInferTask:
 
 
 class TestOtherSources:
-    def test_ptychodus_is_not_here_yet(self) -> None:
-        """ptychodus data come with the interop module."""
-        assert (
-            "provided by the interop module"
-            in failures({}, base={"data": {"source": "ptychodus"}})[0]
-        )
+    def test_ptychodus_needs_both_files(self) -> None:
+        """A ptychodus source names its product and its diffraction file."""
+        found = failures({}, base={"data": {"source": "ptychodus"}})
+        assert any("data.ptychodus.product_file: is required" in f for f in found)
+        assert any("data.ptychodus.diffraction_file: is required" in f for f in found)
 
     def test_supervised_needs_ground_truth(self) -> None:
         """Supervised training needs objectGuess in the data."""

@@ -24,10 +24,15 @@ from runner.physics.shift import crop_patches
 
 @frozen(kw_only=True)
 class Scans:
-    """The run's scans: ``train`` for training tasks, ``test`` for reconstruction."""
+    """The run's scans: ``train`` for training tasks, ``test`` for reconstruction.
+
+    ``canvas_shape`` (H, W): the object frame the positions refer to when it is not a ground
+    truth's (a ptychodus product's object array), so the reconstruction lands in that frame.
+    """
 
     train: Scan | None
     test: Scan | None
+    canvas_shape: tuple[int, int] | None = None
 
 
 def load_scans(c: Canonical) -> Scans:
@@ -39,6 +44,8 @@ def load_scans(c: Canonical) -> Scans:
         return Scans(train=train if needs_train else None, test=test if needs_test else None)
     if c.data.source == "npz":
         return _npz_scans(c, needs_train=needs_train, needs_test=needs_test)
+    if c.data.source == "ptychodus":
+        return _ptychodus_scans(c, needs_train=needs_train, needs_test=needs_test)
     msg = f"data.source = {c.data.source!r} cannot be loaded by this runner"
     raise DataError(msg)
 
@@ -52,6 +59,23 @@ def _npz_scans(c: Canonical, *, needs_train: bool, needs_test: bool) -> Scans:
     train = read_npz(c.data.train_file, measurement=m) if needs_train else None
     test = read_npz(c.data.test_file, measurement=m) if needs_test else None
     return Scans(train=train, test=test)
+
+
+def _ptychodus_scans(c: Canonical, *, needs_train: bool, needs_test: bool) -> Scans:
+    """The product's scan is trained on (self-supervised) and reconstructed, unless
+    ``test_fraction`` holds part of it out."""
+    from runner.interop.ptychodus_product import read_scan
+
+    supervised = c.model.model_type == "supervised"
+    files = c.data.ptychodus
+    scan, product = read_scan(files.product_file, files.diffraction_file, labels=supervised)
+    fraction = c.data.test_fraction
+    train, test = (scan, scan) if fraction is None else split_scan(scan, fraction)
+    return Scans(
+        train=train if needs_train else None,
+        test=test if needs_test else None,
+        canvas_shape=product.object_shape,
+    )
 
 
 def split_scan(scan: Scan, test_fraction: float) -> tuple[Scan, Scan]:

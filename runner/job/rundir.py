@@ -25,6 +25,7 @@ OUTPUTS = (
     "effective.toml",
     "model.bundle",
     "reconstruction.npz",
+    "reconstruction.h5",
     "amplitude.png",
     "phase.png",
     "loss.png",
