@@ -113,14 +113,12 @@ class Pairing:
 def read_product(path: str, *, with_object: bool = False) -> ProductFile:
     """Read and check a product file; ``with_object`` also reads its object (layer 0)."""
     with _open_h5(path) as h5:
-        _check_far_field(path, h5)
+        check_far_field(bool(h5.attrs.get(FAR_FIELD, True)), path=path)
         probe_ds, object_ds = _dataset(path, h5, PROBE), _dataset(path, h5, OBJECT)
         probe = probe_mode0(_complex(path, PROBE, probe_ds[()]), path=path)
-        object_shape = _object_shape(path, object_ds)
+        object_shape = object_frame(object_ds.shape, object_ds.dtype, path=path)
         pixel_m = _pixel_size(path, OBJECT, object_ds)
-        if not _same_pixels(_pixel_size(path, PROBE, probe_ds), pixel_m):
-            msg = f"probe pixels {_pixel_size(path, PROBE, probe_ds)} m differ from object pixels {pixel_m} m"
-            raise DataError(msg, path=path, key=PROBE)
+        check_pixels(_pixel_size(path, PROBE, probe_ds), pixel_m, path=path)
         index, x_m, y_m = _positions(path, h5)
         obj = _complex(path, OBJECT, object_ds[()]).reshape(object_shape) if with_object else None
         return ProductFile(
@@ -150,8 +148,9 @@ def _open_h5(path: str) -> h5py.File:
         raise DataError(msg, path=path) from None
 
 
-def _check_far_field(path: str, h5: h5py.File) -> None:
-    if not bool(h5.attrs.get(FAR_FIELD, True)):
+def check_far_field(far_field: bool, *, path: str) -> None:
+    """PtychoPINN models far-field diffraction only."""
+    if not far_field:
         msg = "is false: near-field products are not supported (PtychoPINN models far-field diffraction)"
         raise DataError(msg, path=path, key=FAR_FIELD)
 
@@ -192,10 +191,10 @@ def probe_mode0(probe: np.ndarray, *, path: str) -> np.ndarray:
     return mode.astype(np.complex64)
 
 
-def _object_shape(path: str, dataset: h5py.Dataset) -> tuple[int, int]:
-    shape = dataset.shape
-    if dataset.dtype.kind != "c":
-        msg = f"must be complex, got {dataset.dtype}"
+def object_frame(shape: tuple[int, ...], dtype: np.dtype, *, path: str) -> tuple[int, int]:
+    """(H, W) of a product's object array: complex, one layer (PtychoPINN's object is thin)."""
+    if dtype.kind != "c":
+        msg = f"must be complex, got {dtype}"
         raise DataError(msg, path=path, key=OBJECT)
     if len(shape) == 3 and shape[0] != 1:
         msg = f"has {shape[0]} layers: multislice objects are not supported (PtychoPINN models one thin object)"
@@ -225,8 +224,14 @@ def _pixel_size(path: str, key: str, dataset: h5py.Dataset) -> tuple[float, floa
     return size
 
 
-def _same_pixels(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return all(math.isclose(p, q, rel_tol=_PIXEL_RTOL) for p, q in zip(a, b, strict=True))
+def check_pixels(probe_m: tuple[float, float], object_m: tuple[float, float], *, path: str) -> None:
+    """Probe and object share one pixel grid (width, height in metres): the model multiplies
+    them pixel by pixel."""
+    if not all(
+        math.isclose(p, q, rel_tol=_PIXEL_RTOL) for p, q in zip(probe_m, object_m, strict=True)
+    ):
+        msg = f"probe pixels {probe_m} m differ from object pixels {object_m} m"
+        raise DataError(msg, path=path, key=PROBE)
 
 
 def _positions(path: str, h5: h5py.File) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,7 +320,7 @@ def pair(product: ProductFile, diffraction: DiffractionFile) -> Pairing:
     unassembled slots and dropped; duplicate position indexes are averaged; patterns inside
     the positions' index range get positions interpolated between neighbours; the rest are
     dropped. Also checks that patterns, probe and object fit together."""
-    _check_sizes(product, diffraction)
+    check_pattern_size(diffraction.patterns.shape, product.N, path=diffraction.path)
     unique, inverse = np.unique(product.position_index, return_inverse=True)
     counts = np.bincount(inverse)
     mean_x = np.bincount(inverse, weights=product.x_m) / counts
@@ -337,11 +342,12 @@ def pair(product: ProductFile, diffraction: DiffractionFile) -> Pairing:
     )
 
 
-def _check_sizes(product: ProductFile, diffraction: DiffractionFile) -> None:
-    height, width = diffraction.patterns.shape[1:]
-    if (height, width) != (product.N, product.N):
-        msg = f"patterns are {height}×{width} but the probe in {product.path} is {product.N}×{product.N}"
-        raise DataError(msg, path=diffraction.path, key=PATTERNS)
+def check_pattern_size(shape: tuple[int, ...], n: int, *, path: str) -> None:
+    """Far-field patterns ``(M, N, N)`` have the probe's N × N pixels."""
+    height, width = shape[1:]
+    if (height, width) != (n, n):
+        msg = f"patterns are {height}×{width} but the probe is {n}×{n}"
+        raise DataError(msg, path=path, key=PATTERNS)
 
 
 def good_counts(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> np.ndarray:
