@@ -24,6 +24,7 @@ from typing import Any, Final
 import tomli_w
 from attrs import field, frozen
 
+from ptycho_spec.cli import _add_sets
 from ptycho_spec.errors import SpecError, UsageError
 
 
@@ -59,7 +60,16 @@ def _refused(names: tuple[str, ...], why: str) -> Flag:
 _QUIET = {True: False, False: True}  # --quiet → enable_progress_bar = false
 _DOMAIN = {"count_intensity": "counts", "normalized_amplitude": "amplitude"}
 
-_EXECUTION_FLAGS: Final = (
+# The flags both commands take: where the run goes, how many groups, and how it executes.
+_COMMON_FLAGS: Final = (
+    Flag(names=("--output_dir",), key="run.output_dir", kind="path", required=True),
+    Flag(names=("--n_groups",), key="data.n_groups", kind="int"),
+    Flag(
+        names=("--n_images",),
+        key="data.n_groups",
+        kind="int",
+        deprecated="--n_groups (data.n_groups)",
+    ),
     Flag(names=("--accelerator", "--torch-accelerator"), key="execution.accelerator"),
     Flag(
         names=("--device",),
@@ -91,15 +101,7 @@ TRAIN_FLAGS: Final = (
         also={"run.task": "train+infer"},
         help="also reconstructs it after training (run.task = train+infer)",
     ),
-    Flag(names=("--output_dir",), key="run.output_dir", kind="path", required=True),
     Flag(names=("--nepochs", "--max_epochs", "--epochs"), key="training.nepochs", kind="int"),
-    Flag(names=("--n_groups",), key="data.n_groups", kind="int"),
-    Flag(
-        names=("--n_images",),
-        key="data.n_groups",
-        kind="int",
-        deprecated="--n_groups (data.n_groups)",
-    ),
     Flag(names=("--gridsize",), key="model.gridsize", kind="int"),
     Flag(names=("--batch_size",), key="training.batch_size", kind="int"),
     Flag(names=("--N",), key="model.N", kind="int"),
@@ -178,7 +180,7 @@ TRAIN_FLAGS: Final = (
         values={"pytorch": None},
         help="only pytorch: ptycho-spec is a PyTorch backend",
     ),
-    *_EXECUTION_FLAGS,
+    *_COMMON_FLAGS,
     _refused(
         ("--probe-mask-sigma", "--probe-mask-diameter"),
         "the probe mask is the soft disk of diameter N/2 (model.probe_mask)",
@@ -205,14 +207,6 @@ INFERENCE_FLAGS: Final = (
     Flag(
         names=("--test_data", "--test_data_file"), key="data.test_file", kind="path", required=True
     ),
-    Flag(names=("--output_dir",), key="run.output_dir", kind="path", required=True),
-    Flag(names=("--n_groups",), key="data.n_groups", kind="int"),
-    Flag(
-        names=("--n_images",),
-        key="data.n_groups",
-        kind="int",
-        deprecated="--n_groups (data.n_groups)",
-    ),
     Flag(names=("--inference-batch-size",), key="inference.batch_size", kind="int"),
     Flag(
         names=("--patch-weighting",),
@@ -220,7 +214,7 @@ INFERENCE_FLAGS: Final = (
         values={"uniform": "position"},
         help="uniform only: position-aware shift-and-average stitching",
     ),
-    *_EXECUTION_FLAGS,
+    *_COMMON_FLAGS,
     _refused(("--varpro-scaling",), "one scaling contract: the model's from the bundle"),
     _refused(
         ("--probe-mask", "--no-probe-mask", "--probe-mask-sigma", "--probe-mask-diameter"),
@@ -248,14 +242,7 @@ def build_parser(prog: str, flags: Sequence[Flag], *, config: bool) -> argparse.
         parser.add_argument(
             "--config", metavar="SPEC", help="a spec or PtychoPINN YAML config to start from"
         )
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other setting, as for ptycho-spec run",
-    )
+    _add_sets(parser)  # any other setting, as for ptycho-spec run
     parser.add_argument("--force", action="store_true", help="overwrite a completed run directory")
     parser.add_argument(
         "--print-spec", action="store_true", help="print the equivalent spec instead of running"
