@@ -234,6 +234,24 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# --- export-npz (the runner: reads or simulates the data) ------------------------------------
+
+
+def _export_npz_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="SPEC|LOCK", help="a spec (compiled first) or a lock")
+    _add_sets(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the NPZ to write")
+    parser.add_argument(
+        "--which", choices=("train", "test"), default="train", help="which scan (default: train)"
+    )
+
+
+def _export_npz(args: argparse.Namespace) -> int:
+    from runner.job.commands import export_npz
+
+    return export_npz(args)
+
+
 COMMANDS: Final[tuple[Command, ...]] = (
     Command(
         "validate",
@@ -276,6 +294,12 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "compile a spec (or verify a lock) and execute the run",
         _run_arguments,
         _run,
+    ),
+    Command(
+        "export-npz",
+        "write a run's training or test scan as a PtychoPINN-contract NPZ",
+        _export_npz_arguments,
+        _export_npz,
     ),
 )
 

@@ -28,7 +28,10 @@ class TestMain:
     def test_reserved_and_present_commands(self) -> None:
         """The subcommands of this package are registered once each."""
         names = [c.name for c in COMMANDS]
-        assert names == ["validate", "compile", "explain", "diff", "schema", "migrate", "run"]
+        assert names[:8] == [
+            "validate", "compile", "explain", "diff", "schema", "migrate", "run", "export-npz"
+        ]
+        assert len(set(names)) == len(names)
 
     def test_usage_error_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
         """argparse refuses unknown commands with exit code 2."""

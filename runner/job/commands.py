@@ -40,3 +40,13 @@ def run(args: argparse.Namespace) -> int:
     if rank_zero_only.rank == 0:
         print(f"run complete: {out_dir}", file=sys.stderr)
     return 0
+
+
+def export_npz(args: argparse.Namespace) -> int:
+    """Write the run's ``args.which`` scan as a PtychoPINN-contract NPZ (``runner.interop``)."""
+    from runner.interop.export import export_npz as write
+
+    lock = _lock_for(args.target, args.sets)
+    write(lock, Path(args.output), which=args.which)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0

@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from ptycho_spec import __version__
 from ptycho_spec.errors import LockError
 from ptycho_spec.lock import Lock, dumps_lock, loads_lock
 from ptycho_spec.schema import Canonical, Execution
+from runner.interop.ptychodus_product import PRODUCT_OUTPUT, loss_values, write_product
 from runner.job import atomic, outputs, rundir
 from runner.job.bundle import Bundle, read_bundle, write_bundle
 from runner.job.infer import Reconstruction, reconstruct, score
@@ -48,34 +51,42 @@ def device_for(execution: Execution) -> torch.device:
     return torch.device(execution.accelerator)
 
 
-def execute(lock: Lock, *, out_dir: Path, force: bool = False) -> Path:
-    """Run ``lock`` into ``out_dir`` and return ``out_dir``."""
+def execute(
+    lock: Lock, *, out_dir: Path, force: bool = False, callbacks: Sequence[Callback] = ()
+) -> Path:
+    """Run ``lock`` into ``out_dir`` and return ``out_dir``. ``callbacks`` join the Trainer's
+    (the ptychodus reconstructor's loss feed)."""
     c, e = lock.resolved.canonical, lock.resolved.execution
     configure_process(e)
     scans = load_scans(c)
     bundle = _load_bundle(c) if c.run.task == "infer" else None
     if rank_zero_only.rank != 0:
-        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir)
+        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir, callbacks=callbacks)
         return out_dir
     with rundir.claim(out_dir, force=force):
         atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
-        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir)
+        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir, callbacks=callbacks)
         rundir.mark_complete(out_dir, digest=lock.header.digest)
     return out_dir
 
 
 def _train_and_reconstruct(
-    lock: Lock, scans: Scans, bundle: Bundle | None, *, out_dir: Path
+    lock: Lock,
+    scans: Scans,
+    bundle: Bundle | None,
+    *,
+    out_dir: Path,
+    callbacks: Sequence[Callback],
 ) -> None:
     c, e = lock.resolved.canonical, lock.resolved.execution
     started = time.perf_counter()
     report: dict = {"task": c.run.task, "run_digest": lock.header.run_digest}
     net: PtychoPINN
     if c.run.task == "infer":
-        net = _net_from_bundle(c, bundle, probe=scans.test.probe)
+        net = net_from_bundle(c, bundle, probe=scans.test.probe)
     else:
         ts = training_set(c, scans.train)
-        module, history, trained = train(lock, ts, out_dir=out_dir)
+        module, history, trained = train(lock, ts, out_dir=out_dir, callbacks=callbacks)
         if rank_zero_only.rank != 0:
             return
         write_bundle(out_dir / "model.bundle", trained, tool_version=__version__)
@@ -96,8 +107,16 @@ def _train_and_reconstruct(
             device=device_for(e),
             progress=e.enable_progress_bar,
             n_groups=n_groups,
+            canvas_shape=scans.canvas_shape,
         )
         _save_reconstruction(out_dir, rec)
+        if c.data.source == "ptychodus":
+            write_product(
+                out_dir / PRODUCT_OUTPUT,
+                source=c.data.ptychodus.product_file,
+                obj=rec.obj,
+                losses=loss_values(report.get("history", [])),
+            )
         report |= {"reconstruction": score(rec), "test_input_scale": rec.input_scale}
     outputs.save_json(out_dir / "metrics.json", report)
     _write_timing(out_dir, time.perf_counter() - started)
@@ -151,7 +170,7 @@ def _load_bundle(c: Canonical) -> Bundle:
     return bundle
 
 
-def _net_from_bundle(c: Canonical, bundle: Bundle, *, probe) -> PtychoPINN:
+def net_from_bundle(c: Canonical, bundle: Bundle, *, probe) -> PtychoPINN:
     net = PtychoPINN(
         model=c.model, probe=torch.from_numpy(probe), scaling=ScalingConstants(**bundle.scaling)
     )

@@ -66,6 +66,34 @@ def predict_patches(
     return torch.cat(chunks).numpy()
 
 
+def network_input(scan: Scan, n: int) -> tuple[torch.Tensor, float]:
+    """Inputs x = r·X ``(M, N, N)`` float32 of a scan (bad pixels zeroed) and its scale r."""
+    amplitude = scan.masked_amplitude()
+    r = input_scale(amplitude, n)
+    return torch.from_numpy((amplitude.astype(np.float64) * r).astype(np.float32)), r
+
+
+def stitch_groups(
+    patches: np.ndarray,
+    indices: np.ndarray,
+    scan: Scan,
+    *,
+    c: Canonical,
+    canvas_shape: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Object and weight of patches ``(G, C, N, N)`` of groups ``indices`` stitched at their scan
+    positions on ``canvas_shape`` (None: the ground truth's shape, else reaching every patch)."""
+    n = patches.shape[-1]
+    flat = indices.reshape(-1)
+    return stitch(
+        patches.reshape(-1, n, n),
+        scan.x_px[flat],
+        scan.y_px[flat],
+        trim=c.inference.trim,
+        canvas_shape=canvas_shape or (None if scan.object is None else scan.object.shape),
+    )
+
+
 def reconstruct(
     net: PtychoPINN,
     scan: Scan,
@@ -74,24 +102,16 @@ def reconstruct(
     device: torch.device,
     progress: bool,
     n_groups: int | None = None,
+    canvas_shape: tuple[int, int] | None = None,
 ) -> Reconstruction:
-    """Predict, then stitch the central ``trim``-cut patches at their scan positions."""
-    n = c.model.N
-    amplitude = scan.masked_amplitude()
-    r = input_scale(amplitude, n)
-    x = torch.from_numpy((amplitude.astype(np.float64) * r).astype(np.float32))
+    """Predict, then stitch the central ``trim``-cut patches at their scan positions, on
+    ``canvas_shape`` (the object frame of the positions) when given."""
+    x, r = network_input(scan, c.model.N)
     indices = inference_groups(c, scan, n_groups=n_groups)
     patches = predict_patches(
         net, x, indices, batch_size=c.inference.batch_size, device=device, progress=progress
     )
-    flat = indices.reshape(-1)
-    obj, weight = stitch(
-        patches.reshape(-1, n, n),
-        scan.x_px[flat],
-        scan.y_px[flat],
-        trim=c.inference.trim,
-        canvas_shape=None if scan.object is None else scan.object.shape,
-    )
+    obj, weight = stitch_groups(patches, indices, scan, c=c, canvas_shape=canvas_shape)
     return Reconstruction(
         obj=obj, weight=weight, x_px=scan.x_px, y_px=scan.y_px, truth=scan.object, input_scale=r
     )

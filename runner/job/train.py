@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def _write_effective(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
 
 
 def train(
-    lock: Lock, ts: TrainingSet, *, out_dir: Path
+    lock: Lock, ts: TrainingSet, *, out_dir: Path, callbacks: Sequence[pl.Callback] = ()
 ) -> tuple[PtychoModule, list[dict[str, float]], Bundle]:
     """Fit the model described by ``lock`` on ``ts``; return it, its history and its bundle."""
     c, e = lock.resolved.canonical, lock.resolved.execution
@@ -118,7 +119,7 @@ def train(
         training=c.training,
         out_dir=out_dir,
         run_name=c.run.name,
-        extra_callbacks=[recorder],
+        extra_callbacks=[recorder, *callbacks],
     )
     pl.seed_everything(c.seeds.loader, workers=True, verbose=False)
     trainer.fit(module, datamodule=GroupsDataModule(ts, c=c, execution=e))
