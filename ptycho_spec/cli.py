@@ -22,7 +22,7 @@ from typing import Final
 from attrs import frozen
 
 from ptycho_spec import __version__
-from ptycho_spec.errors import PtychoSpecError, SpecError, SpecIssue
+from ptycho_spec.errors import PtychoSpecError, SpecError, SpecIssue, UsageError
 from ptycho_spec.lock import Lock
 
 
@@ -226,12 +226,72 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_sets(parser)
     parser.add_argument("--out", metavar="DIR", help="run directory (default: the lock's run.output_dir)")
     parser.add_argument("--force", action="store_true", help="overwrite a completed run directory")
+    _add_drift_flags(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
     from runner.job.commands import run
 
     return run(args)
+
+
+def _add_drift_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="environment drift (library versions, CUDA) is an error, not a warning",
+    )
+    parser.add_argument(
+        "--allow-drift",
+        dest="allow_drift",
+        action="append",
+        default=[],
+        choices=("data",),
+        help="run although data files changed since the lock (recorded in the run directory)",
+    )
+
+
+# --- verify and resume ------------------------------------------------------------------------
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="LOCK|RUN_DIR", help="a lock, or a run directory")
+    _add_drift_flags(parser)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ptycho_spec.facts import read_host
+    from ptycho_spec.lock import read_lock
+    from ptycho_spec.verify import check_lock, enforce
+
+    lock = read_lock(_lock_path(args.target))
+    drifts = enforce(
+        check_lock(lock, read_host(os.environ)), strict=args.strict, allow=args.allow_drift
+    )
+    for drift in drifts:
+        print("warning: " + drift.render(), file=sys.stderr)
+    print(f"ok: {args.target} (run {lock.header.run_digest})")
+    return 0
+
+
+def _lock_path(target: str) -> str:
+    """The lock file named by ``target``: itself, or ``run.lock.toml`` in a run directory."""
+    path = os.path.join(target, "run.lock.toml") if os.path.isdir(target) else target
+    if not os.path.isfile(path):
+        msg = f"{path}: no such lock file"
+        raise UsageError(msg)
+    return path
+
+
+def _resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="an interrupted run directory")
+    _add_drift_flags(parser)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from runner.job.commands import resume
+
+    return resume(args)
 
 
 # --- export-npz (the runner: reads or simulates the data) ------------------------------------
@@ -244,6 +304,7 @@ def _export_npz_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--which", choices=("train", "test"), default="train", help="which scan (default: train)"
     )
+    _add_drift_flags(parser)
 
 
 def _export_npz(args: argparse.Namespace) -> int:
@@ -300,6 +361,18 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "write a run's training or test scan as a PtychoPINN-contract NPZ",
         _export_npz_arguments,
         _export_npz,
+    ),
+    Command(
+        "verify",
+        "check a lock against its data files and this machine (exit 3 on a difference)",
+        _verify_arguments,
+        _verify,
+    ),
+    Command(
+        "resume",
+        "continue an interrupted training run from its last checkpoint",
+        _resume_arguments,
+        _resume,
     ),
 )
 

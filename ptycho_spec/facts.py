@@ -16,12 +16,15 @@ import glob
 import hashlib
 import importlib.metadata
 import importlib.util
+import math
 import os
 import platform
 import re
 import subprocess
 import sys
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -34,6 +37,16 @@ from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock, loads_lock
 from ptycho_spec.rules import OPTIONAL_LOGGERS
 
 DIFFRACTION_KEYS: Final = ("diff3d", "diffraction")
+# What reading a damaged or foreign zip (an NPZ, a bundle) raises besides BadZipFile: cut or
+# corrupted streams, compression methods and encryption that zipfile cannot read.
+ZIP_ERRORS: Final = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
 BUNDLE_LOCK: Final = "lock.toml"
 MAX_BUNDLE_LOCK_BYTES: Final = 4 * 1024 * 1024  # a lock is a few kB; refuse zip bombs
 _CHUNK: Final = 1 << 20
@@ -189,16 +202,14 @@ def _data_input(path: str, role: str, arrays: Mapping[str, ArrayInfo]) -> DataIn
 
 def npz_arrays(path: str) -> dict[str, ArrayInfo]:
     """Key → shape and dtype of every array, read from the ``.npy`` headers only."""
-    np = _numpy()
     try:
         with zipfile.ZipFile(path) as archive:
-            return {
-                _member_key(i.filename): _npy_header(np, archive, i) for i in archive.infolist()
-            }
+            return {_member_key(i.filename): npy_header(archive, i) for i in archive.infolist()}
     except FileNotFoundError:
         msg = "no such file"
         raise DataError(msg, path=path) from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    # TokenError: numpy tokenizes the header of a version 1/2 ``.npy`` member.
+    except (*ZIP_ERRORS, ValueError, tokenize.TokenError) as exc:
         msg = f"not a readable NPZ archive ({exc})"
         raise DataError(msg, path=path) from None
 
@@ -214,7 +225,10 @@ def _member_key(name: str) -> str:
     return name[:-4] if name.endswith(".npy") else name
 
 
-def _npy_header(np: Any, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayInfo:
+def npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayInfo:
+    """Shape and dtype of one ``.npy`` member, read from its header; ``ValueError`` for object
+    arrays and for headers declaring more data than the member holds."""
+    np = _numpy()
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         reader = (
@@ -223,8 +237,15 @@ def _npy_header(np: Any, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Arr
             else np.lib.format.read_array_header_2_0
         )
         shape, _fortran, dtype = reader(member)
+    key = _member_key(info.filename)
     if dtype.hasobject:
-        msg = f"{_member_key(info.filename)}: object arrays are not allowed (they need pickle)"
+        msg = f"{key}: object arrays are not allowed (they need pickle)"
+        raise ValueError(msg)
+    # numpy allocates what the header declares before reading: a small hostile file could
+    # otherwise ask for terabytes.
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size:
+        msg = f"{key}: its header declares {declared} bytes but the member holds {info.file_size}"
         raise ValueError(msg)
     return ArrayInfo(shape=tuple(int(n) for n in shape), dtype=str(dtype))
 
@@ -240,6 +261,7 @@ def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
     if info is None:
         msg = "no probeGuess array"
         raise DataError(msg, path=path, key="probeGuess")
+    _check_kind(path, "probeGuess", info, "iufc")
     shape = info.shape
     if len(shape) == 3 and 1 in (shape[0], shape[2]):
         shape = shape[1:] if shape[0] == 1 else shape[:2]
@@ -251,6 +273,7 @@ def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
 
 def _check_diffraction_shape(path: str, key: str, info: ArrayInfo, side: int) -> int:
     """Diffraction must be ``(M, N, N)`` with N the probe side; returns M."""
+    _check_kind(path, key, info, "iuf")
     if len(info.shape) != 3 or info.shape[1] != info.shape[2] or info.shape[0] < 1:
         msg = f"must have shape (M, N, N), got {info.shape}"
         raise DataError(msg, path=path, key=key)
@@ -267,6 +290,19 @@ def _check_coords(path: str, key: str, arrays: Mapping[str, ArrayInfo], n_patter
         raise DataError(msg, path=path, key=key)
     if info.shape != (n_patterns,):
         msg = f"must have shape ({n_patterns},), got {info.shape}"
+        raise DataError(msg, path=path, key=key)
+    _check_kind(path, key, info, "iuf")
+
+
+def _check_kind(path: str, key: str, info: ArrayInfo, kinds: str) -> None:
+    """Numbers of the kinds the contract allows: strings, dates or records fail the checks
+    that follow (finiteness, signs) with numpy's TypeError instead of a diagnostic."""
+    try:
+        kind = _numpy().dtype(info.dtype).kind
+    except TypeError:
+        kind = "V"  # a structured dtype does not round-trip through its name
+    if kind not in kinds:
+        msg = f"has dtype {info.dtype}, expected numbers of kinds {kinds!r}"
         raise DataError(msg, path=path, key=key)
 
 
@@ -343,7 +379,7 @@ def read_bundle(path: str) -> tuple[Lock, DataFile]:
     except FileNotFoundError:
         msg = "no such file"
         raise DataError(msg, path=path) from None
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+    except (*ZIP_ERRORS, UnicodeDecodeError) as exc:
         msg = f"not a model bundle ({exc})"
         raise DataError(msg, path=path) from None
     try:

@@ -25,7 +25,7 @@ from ptycho_spec.errors import Origin, SpecError, SpecIssue, UsageError
 from ptycho_spec.lock import SpecInput
 from ptycho_spec.migrate import YAML_SUFFIXES, spec_version_of, upgrade
 from ptycho_spec.schema import SPEC_VERSION, Spec
-from ptycho_spec.toml_lines import decode_error, key_lines
+from ptycho_spec.toml_lines import decode_error, key_lines, parse_toml
 from ptycho_spec.tree import (
     KeyPath,
     aliases_of,
@@ -168,7 +168,7 @@ def _parse(text: str, source: str) -> dict[str, Any]:
     if source.endswith(YAML_SUFFIXES):
         return _parse_yaml(text, source)
     try:
-        return tomllib.loads(text)
+        return parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         message, line = decode_error(exc)
         raise SpecError(
@@ -184,8 +184,10 @@ def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
+        # PyYAML's message quotes the offending text on further lines: keep one line.
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(
-            [SpecIssue("", f"invalid YAML: {exc}", Origin("spec", file=source, line=line))]
+            [SpecIssue("", f"invalid YAML: {problem}", Origin("spec", file=source, line=line))]
         ) from None
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise SpecError(
@@ -309,7 +311,7 @@ def set_layer(sets: Sequence[str]) -> Layer | None:
 def _set_arg(arg: str) -> tuple[KeyPath, str]:
     key, sep, raw = arg.partition("=")
     try:
-        parsed = tomllib.loads(f"{key.strip()} = 0") if sep and key.strip() else None
+        parsed = parse_toml(f"{key.strip()} = 0") if sep and key.strip() else None
     except tomllib.TOMLDecodeError:
         parsed = None
     if parsed is None:
@@ -325,7 +327,7 @@ def _set_arg(arg: str) -> tuple[KeyPath, str]:
 def parse_value(raw: str) -> Any:
     """A TOML value (``4``, ``1e5``, ``true``, ``"x"``, ``[1, 2]``), else the bare string."""
     try:
-        parsed = tomllib.loads(f"v = {raw}")
+        parsed = parse_toml(f"v = {raw}")
     except tomllib.TOMLDecodeError:
         return raw
     return parsed["v"] if len(parsed) == 1 else raw

@@ -34,7 +34,7 @@ from ptycho_spec import __version__
 from ptycho_spec.convert import structure, to_toml_tree
 from ptycho_spec.errors import LockError, Origin, SpecIssue
 from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
-from ptycho_spec.toml_lines import decode_error
+from ptycho_spec.toml_lines import decode_error, parse_toml
 from ptycho_spec.tree import dotted, schema_leaves, value_at
 
 FORMAT_VERSION: Final = 1
@@ -288,7 +288,7 @@ def _inline_table(table: Mapping[str, Any]) -> str:
 def loads_lock(text: str, *, source: str = "<lock>") -> Lock:
     """Parse and check a lock's TOML text; ``LockError`` (exit 3) on any problem."""
     try:
-        data = tomllib.loads(text)
+        data = parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         message, line = decode_error(exc)
         msg = (
@@ -308,7 +308,7 @@ def is_lock_file(path: str | os.PathLike[str]) -> bool:
     """Whether a file is a lock (a TOML file with ``[lock]`` and ``[canonical]`` tables)."""
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            data = parse_toml(handle.read().decode())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return False
     return isinstance(data.get("lock"), dict) and "canonical" in data

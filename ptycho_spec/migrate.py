@@ -49,7 +49,7 @@ def spec_version_of(tree: Mapping[str, Any], *, source: str) -> int:
         _fail(
             source,
             "spec_version",
-            f"unsupported spec_version {json.dumps(version)}; this ptycho-spec reads 0 to {SPEC_VERSION}",
+            f"unsupported spec_version {_shown(version)}; this ptycho-spec reads 0 to {SPEC_VERSION}",
         )
     return version
 
@@ -62,6 +62,11 @@ def upgrade(tree: Mapping[str, Any], version: int, *, source: str) -> Upgraded:
         current, step_notes = STEPS[step_from](current, source)
         notes += step_notes
     return Upgraded(tree=current, notes=tuple(notes))
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON for a message; TOML and YAML dates and times are written as text."""
+    return json.dumps(value, default=str)
 
 
 def _fail(source: str, path: str, message: str) -> None:
@@ -193,7 +198,7 @@ def _v0_items(
     for key, value in model.items():
         if key in tree and tree[key] != value:
             issues.append(
-                SpecIssue(f"model.{key}", f"also set at the top level to {json.dumps(tree[key])}")
+                SpecIssue(f"model.{key}", f"also set at the top level to {_shown(tree[key])}")
             )
         elif key not in tree:
             items.append((key, value))
@@ -218,12 +223,12 @@ def _v0_key(
 def _v0_unsupported(key: str, value: Any, issues: list[SpecIssue], notes: list[str]) -> None:
     default = _V0_UNSUPPORTED[key]
     if default is _ANY or value == default:
-        notes.append(f"{key} = {json.dumps(value)} dropped: it has no counterpart in spec v1")
+        notes.append(f"{key} = {_shown(value)} dropped: it has no counterpart in spec v1")
     else:
         issues.append(
             SpecIssue(
                 key,
-                f"= {json.dumps(value)} cannot be represented in spec v1 (only {json.dumps(default)})",
+                f"= {_shown(value)} cannot be represented in spec v1 (only {_shown(default)})",
             )
         )
 
@@ -253,7 +258,7 @@ def _v0_set(
     previous = get_in(out, path)
     if previous is not None and previous != value:
         issues.append(
-            SpecIssue(key, f"conflicts with another key for {dotted_path} ({json.dumps(previous)})")
+            SpecIssue(key, f"conflicts with another key for {dotted_path} ({_shown(previous)})")
         )
         return
     set_in(out, path, value)
@@ -261,7 +266,7 @@ def _v0_set(
         notes.append(f"{key} → {dotted_path}")
     if dotted_path in _PATH_KEYS:
         notes.append(
-            f"{dotted_path} = {json.dumps(value)} is now relative to the spec's folder, not the working directory"
+            f"{dotted_path} = {_shown(value)} is now relative to the spec's folder, not the working directory"
         )
 
 
@@ -274,7 +279,7 @@ def _yaml_number(value: Any, attribute: Any, key: str, notes: list[str]) -> Any:
         number = float(value)
     except ValueError:
         return value
-    notes.append(f"{key} = {json.dumps(value)} read as the number {number!r}")
+    notes.append(f"{key} = {_shown(value)} read as the number {number!r}")
     return number
 
 
@@ -311,7 +316,7 @@ def _drop_inapplicable(out: dict[str, Any]) -> list[str]:
 
 def _drop(table: dict[str, Any], name: str, key: str) -> str:
     value = table.pop(key)
-    return f"{name}.{key} = {json.dumps(value)} dropped: it has no effect with these settings"
+    return f"{name}.{key} = {_shown(value)} dropped: it has no effect with these settings"
 
 
 STEPS: Final[Mapping[int, Callable[[dict[str, Any], str], tuple[dict[str, Any], list[str]]]]] = (

@@ -13,6 +13,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
+from typing import Any
 
 from ptycho_spec.tree import KeyPath
 
@@ -34,6 +35,17 @@ class _State:
     def record(self, path: KeyPath, lineno: int) -> None:
         for i in range(1, len(path) + 1):
             self.lines.setdefault(path[:i], lineno)
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, reporting arrays or inline tables nested too deeply as the
+    ``TOMLDecodeError`` they are: tomllib recurses once per level (Python 3.11-3.13), so a
+    hostile file would otherwise end in a ``RecursionError`` traceback."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        msg = "arrays or inline tables nested too deeply"
+        raise tomllib.TOMLDecodeError(msg) from None
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
+import tokenize
 from pathlib import Path
 from typing import Literal, NoReturn
 
 import numpy as np
 
 from ptycho_spec.errors import DataError
+from ptycho_spec.facts import ZIP_ERRORS, npy_header
 from runner.data.scan import Scan
 
 Measurement = Literal["amplitude", "counts"]
@@ -32,16 +33,20 @@ class _Archive:
         try:
             with np.load(self.path, allow_pickle=False) as npz:
                 self.arrays = {k: self._fetch(npz, k) for k in npz.files}
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        except (*ZIP_ERRORS, ValueError, tokenize.TokenError) as exc:
             # ValueError: numpy's refusal of a pickled (non-NPZ) file without allow_pickle
             msg = f"cannot read as NPZ: {exc}"
             raise DataError(msg, path=self.path) from exc
 
     def _fetch(self, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+        member = f"{key}.npy" if f"{key}.npy" in npz.zip.namelist() else key
         try:
+            # The header first: numpy allocates whatever size it declares before reading, and
+            # object arrays need pickle, which stays off.
+            npy_header(npz.zip, npz.zip.getinfo(member))
             return npz[key]
-        except ValueError as exc:  # object arrays need pickle, which stays off
-            msg = f"cannot load without pickle: {exc}"
+        except ValueError as exc:
+            msg = f"cannot load: {exc}"
             raise DataError(msg, path=self.path, key=key) from exc
 
     def reject(self, message: str, key: str | None = None) -> NoReturn:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
 import tomllib
 import zipfile
 from pathlib import Path
@@ -27,8 +26,12 @@ import tomli_w
 import torch
 from attrs import frozen
 
-from ptycho_spec.errors import DataError
+from ptycho_spec.errors import DataError, LockError
+from ptycho_spec.facts import ZIP_ERRORS
+from ptycho_spec.lock import loads_lock
+from ptycho_spec.toml_lines import parse_toml
 from runner.job import atomic
+from runner.job.checkpoints import load_untrusted
 
 FORMAT = "ptycho-spec-bundle"
 FORMAT_VERSION = 1
@@ -93,6 +96,7 @@ def read_bundle(path: Path) -> Bundle:
     except UnicodeDecodeError as exc:
         msg = "lock.toml is not UTF-8 text"
         raise DataError(msg, path=str(path), key="lock.toml") from exc
+    _check_lock(path, lock_text)
     return Bundle(
         state_dict=_load_weights(path, members["state_dict.pt"]),
         lock_text=lock_text,
@@ -119,7 +123,7 @@ def _read_members(path: Path) -> dict[str, bytes]:
                     msg = f"member larger than {limit} bytes"
                     raise DataError(msg, path=str(path), key=info.filename)
             return {info.filename: zf.read(info) for info in infos}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except ZIP_ERRORS as exc:
         msg = f"corrupted bundle ({exc})"
         raise DataError(msg, path=str(path)) from exc
 
@@ -140,7 +144,7 @@ def _check_names(path: Path, names: list[str]) -> None:
 
 def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
     try:
-        manifest = tomllib.loads(data.decode())
+        manifest = parse_toml(data.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         msg = f"unreadable manifest ({exc})"
         raise DataError(msg, path=str(path), key="manifest.toml") from exc
@@ -161,19 +165,18 @@ def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
     return manifest
 
 
-def _load_weights(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+def _check_lock(path: Path, text: str) -> None:
+    """The embedded lock passes every check of a lock file (version, digest, fields): an
+    edited lock would misstate what the weights were trained from."""
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        ValueError,
-        EOFError,
-        TypeError,
-        AttributeError,
-    ) as exc:
-        msg = f"unreadable weights ({type(exc).__name__})"
-        raise DataError(msg, path=str(path), key="state_dict.pt") from exc
+        loads_lock(text, source=f"{path}[lock.toml]")
+    except LockError as exc:
+        msg = f"its lock is invalid: {exc}"
+        raise DataError(msg, path=str(path), key="lock.toml") from None
+
+
+def _load_weights(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+    state = load_untrusted(io.BytesIO(data), path=path, key="state_dict.pt")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         msg = "weights are not a state_dict of tensors"
         raise DataError(msg, path=str(path), key="state_dict.pt")

@@ -4,37 +4,51 @@ of them runs, so the compiler's commands never load torch."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from ptycho_spec.errors import UsageError
+from ptycho_spec.facts import read_host
 from ptycho_spec.lock import Lock, is_lock_file, read_lock
-from ptycho_spec.verify import verify_inputs
+from ptycho_spec.verify import check_lock, drift_records, enforce
 
 
-def _lock_for(target: str, sets: Sequence[str]) -> Lock:
-    """A lock file verified against its data, or a spec compiled now."""
-    if is_lock_file(target):
-        if sets:
-            msg = "--set cannot change a lock; change the spec and compile it again"
-            raise UsageError(msg)
-        lock = read_lock(target)
-        verify_inputs(lock)
-        return lock
-    from ptycho_spec.compile import compile_spec
+def _lock_for(args: argparse.Namespace) -> tuple[Lock, dict[str, str]]:
+    """A lock file verified against its data and this machine, or a spec compiled now; with
+    the records of the drift the run goes ahead with."""
+    if not is_lock_file(args.target):
+        from ptycho_spec.compile import compile_spec
 
-    return compile_spec(target, sets)
+        return compile_spec(args.target, args.sets), {}
+    if args.sets:
+        msg = "--set cannot change a lock; change the spec and compile it again"
+        raise UsageError(msg)
+    lock = read_lock(args.target)
+    return lock, _verified(lock, args)
+
+
+def _verified(lock: Lock, args: argparse.Namespace) -> dict[str, str]:
+    """Check ``lock`` (exit 3 on what ``--strict``/``--allow-drift`` do not allow), warn about
+    the rest, and return the run-directory records of it."""
+    drifts = check_lock(lock, read_host(os.environ))
+    for drift in enforce(drifts, strict=args.strict, allow=args.allow_drift):
+        print("warning: " + drift.render(), file=sys.stderr)
+    return drift_records(lock, drifts)
 
 
 def run(args: argparse.Namespace) -> int:
     from runner.job.execute import execute
 
-    lock = _lock_for(args.target, args.sets)
+    lock, records = _lock_for(args)
     for warning in lock.warnings:
         print("warning: " + warning.render(), file=sys.stderr)
     out_dir = Path(args.out) if args.out else Path(lock.resolved.canonical.run.output_dir)
-    execute(lock, out_dir=out_dir, force=args.force)
+    execute(lock, out_dir=out_dir, force=args.force, records=records)
+    return _done(out_dir)
+
+
+def _done(out_dir: Path) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:
@@ -46,7 +60,24 @@ def export_npz(args: argparse.Namespace) -> int:
     """Write the run's ``args.which`` scan as a PtychoPINN-contract NPZ (``runner.interop``)."""
     from runner.interop.export import export_npz as write
 
-    lock = _lock_for(args.target, args.sets)
+    lock, _records = _lock_for(args)
     write(lock, Path(args.output), which=args.which)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    """Continue the interrupted run in ``args.run_dir`` under its own lock, verified first."""
+    from runner.job.execute import execute
+    from runner.job.resume import resume_checkpoint
+
+    out_dir = Path(args.run_dir)
+    lock_file = out_dir / "run.lock.toml"
+    if not lock_file.is_file():
+        msg = f"{out_dir}: not a run directory (no run.lock.toml)"
+        raise UsageError(msg)
+    lock = read_lock(lock_file)
+    ckpt = resume_checkpoint(out_dir, task=lock.resolved.canonical.run.task)
+    records = _verified(lock, args)
+    execute(lock, out_dir=out_dir, resume_from=ckpt, records=records)
+    return _done(out_dir)

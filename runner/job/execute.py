@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import attrs
 import torch
@@ -52,20 +53,36 @@ def device_for(execution: Execution) -> torch.device:
 
 
 def execute(
-    lock: Lock, *, out_dir: Path, force: bool = False, callbacks: Sequence[Callback] = ()
+    lock: Lock,
+    *,
+    out_dir: Path,
+    force: bool = False,
+    resume_from: Path | None = None,
+    records: Mapping[str, str] = MappingProxyType({}),
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
-    """Run ``lock`` into ``out_dir`` and return ``out_dir``. ``callbacks`` join the Trainer's
-    (the ptychodus reconstructor's loss feed)."""
+    """Run ``lock`` into ``out_dir`` and return ``out_dir``.
+
+    ``resume_from``, a checkpoint of this lock's interrupted run in ``out_dir``, continues its
+    training; ``records`` (file name → text) are written beside the lock, e.g. the drift it
+    ran with. ``callbacks`` join the Trainer's (the ptychodus reconstructor's loss feed).
+    """
     c, e = lock.resolved.canonical, lock.resolved.execution
     configure_process(e)
     scans = load_scans(c)
     bundle = _load_bundle(c) if c.run.task == "infer" else None
     if rank_zero_only.rank != 0:
-        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir, callbacks=callbacks)
+        _train_and_reconstruct(
+            lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
+        )
         return out_dir
-    with rundir.claim(out_dir, force=force):
+    with rundir.claim(out_dir, force=force, resume=resume_from is not None):
         atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
-        _train_and_reconstruct(lock, scans, bundle, out_dir=out_dir, callbacks=callbacks)
+        for name, text in records.items():
+            atomic.write_text(out_dir / name, text)
+        _train_and_reconstruct(
+            lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
+        )
         rundir.mark_complete(out_dir, digest=lock.header.digest)
     return out_dir
 
@@ -76,6 +93,7 @@ def _train_and_reconstruct(
     bundle: Bundle | None,
     *,
     out_dir: Path,
+    ckpt_path: Path | None,
     callbacks: Sequence[Callback],
 ) -> None:
     c, e = lock.resolved.canonical, lock.resolved.execution
@@ -86,7 +104,9 @@ def _train_and_reconstruct(
         net = net_from_bundle(c, bundle, probe=scans.test.probe)
     else:
         ts = training_set(c, scans.train)
-        module, history, trained = train(lock, ts, out_dir=out_dir, callbacks=callbacks)
+        module, history, trained = train(
+            lock, ts, out_dir=out_dir, ckpt_path=ckpt_path, callbacks=callbacks
+        )
         if rank_zero_only.rank != 0:
             return
         write_bundle(out_dir / "model.bundle", trained, tool_version=__version__)

@@ -107,17 +107,41 @@ def loader_kwargs(execution: Execution) -> dict[str, Any]:
     return kwargs
 
 
+class ResumableLoader(DataLoader):
+    """A DataLoader whose place in the epoch survives a checkpoint.
+
+    Lightning stores ``state_dict()`` in every checkpoint and calls ``load_state_dict()`` on a
+    resume before iterating again; the sampler then skips the batches already trained on.
+    ``consumed`` counts the batches the training loop has taken this epoch; ``ResumeCheckpoint``
+    sets it as each batch starts, because workers and Lightning's fetcher prefetch ahead of the
+    loop, so what the sampler has yielded is not what was trained on.
+    """
+
+    consumed = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.consumed = int(state["consumed"])
+        self.sampler.set_epoch(int(state["epoch"]))
+        self.sampler.skip = self.consumed * self.batch_size
+
+
 def make_loader(
     dataset: GroupBatches,
     *,
     batch_size: int,
     sampler: EpochSampler,
     execution: Execution,
-) -> DataLoader:
-    return DataLoader(
+) -> ResumableLoader:
+    # Its own generator: worker seeds are then drawn from it, never from the global RNG, whose
+    # stream thus does not depend on how often (or after a resume, when) the loader starts.
+    return ResumableLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         collate_fn=keep_batch,
+        generator=torch.Generator().manual_seed(sampler.seed),
         **loader_kwargs(execution),
     )

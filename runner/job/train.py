@@ -89,6 +89,13 @@ class RunRecorder(pl.Callback):
                 row[key] = float(trainer.callback_metrics[key])
         self.history.append(row)
 
+    # Kept in checkpoints: a resumed run reports the epochs before its interruption too.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+
 
 @rank_zero_only
 def _write_effective(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
@@ -98,9 +105,15 @@ def _write_effective(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
 
 
 def train(
-    lock: Lock, ts: TrainingSet, *, out_dir: Path, callbacks: Sequence[pl.Callback] = ()
+    lock: Lock,
+    ts: TrainingSet,
+    *,
+    out_dir: Path,
+    ckpt_path: Path | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> tuple[PtychoModule, list[dict[str, float]], Bundle]:
-    """Fit the model described by ``lock`` on ``ts``; return it, its history and its bundle."""
+    """Fit the model described by ``lock`` on ``ts`` (continuing from ``ckpt_path``, a
+    checkpoint of this lock, when given); return it, its history and its bundle."""
     c, e = lock.resolved.canonical, lock.resolved.execution
     check_monitor(e, logged_metrics(c.training, c.model, has_validation=len(ts.val_ids) > 0))
     torch.manual_seed(c.seeds.init)
@@ -120,9 +133,15 @@ def train(
         out_dir=out_dir,
         run_name=c.run.name,
         extra_callbacks=[recorder, *callbacks],
+        lock_digest=lock.header.digest,
     )
     pl.seed_everything(c.seeds.loader, workers=True, verbose=False)
-    trainer.fit(module, datamodule=GroupsDataModule(ts, c=c, execution=e))
+    trainer.fit(
+        module,
+        datamodule=GroupsDataModule(ts, c=c, execution=e),
+        ckpt_path=ckpt_path,
+        weights_only=True,
+    )
     bundle = Bundle(
         state_dict={k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
         lock_text=dumps_lock(lock),

@@ -15,9 +15,11 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Training
+from runner.job.checkpoints import AtomicCheckpointIO
+from runner.job.resume import LAST, ResumeCheckpoint
+from runner.job.rundir import CHECKPOINT_DIR
 
 LOG_DIR = "logs"
-CHECKPOINT_DIR = "checkpoints"
 
 
 def check_monitor(execution: Execution, logged: Sequence[str]) -> None:
@@ -46,7 +48,11 @@ def build_logger(execution: Execution, *, out_dir: Path, run_name: str) -> Logge
 
 
 def build_callbacks(execution: Execution, *, out_dir: Path) -> list[Callback]:
-    """Checkpointing and early stopping, as ``[execution]`` asks."""
+    """Checkpointing and early stopping, as ``[execution]`` asks.
+
+    ``last.ckpt`` is ``ResumeCheckpoint``'s, not ``ModelCheckpoint``'s: it is the point
+    ``ptycho-spec resume`` continues from, written where a resume is exact (``resume.py``).
+    """
     callbacks: list[Callback] = []
     if execution.enable_checkpointing:
         callbacks.append(
@@ -56,8 +62,15 @@ def build_callbacks(execution: Execution, *, out_dir: Path) -> list[Callback]:
                 monitor=execution.checkpoint_monitor,
                 mode=execution.checkpoint_mode,
                 save_top_k=execution.checkpoint_save_top_k,
-                save_last=execution.checkpoint_save_last,
+                save_last=False,
                 every_n_train_steps=execution.checkpoint_every_n_steps,
+            )
+        )
+    if execution.enable_checkpointing and execution.checkpoint_save_last:
+        callbacks.append(
+            ResumeCheckpoint(
+                path=out_dir / CHECKPOINT_DIR / LAST,
+                every_n_steps=execution.checkpoint_every_n_steps,
             )
         )
     if execution.early_stop_patience is not None:
@@ -78,8 +91,10 @@ def build_trainer(
     out_dir: Path,
     run_name: str,
     extra_callbacks: Sequence[Callback] = (),
+    lock_digest: str | None = None,
 ) -> pl.Trainer:
-    """A ``Trainer`` whose every setting comes from the lock."""
+    """A ``Trainer`` whose every setting comes from the lock; its checkpoints carry
+    ``lock_digest`` and only a checkpoint carrying it is resumed from."""
     return pl.Trainer(
         accelerator=execution.accelerator,
         devices=execution.devices,
@@ -97,6 +112,7 @@ def build_trainer(
         logger=build_logger(execution, out_dir=out_dir, run_name=run_name),
         callbacks=[*build_callbacks(execution, out_dir=out_dir), *extra_callbacks],
         default_root_dir=out_dir,
+        plugins=[AtomicCheckpointIO(lock_digest=lock_digest)],
         # Our sampler shards by rank itself, so its order is the lock's seed, not Lightning's.
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
