@@ -125,6 +125,7 @@ def _train_and_reconstruct(
             scans.test,
             c=c,
             device=device_for(e),
+            precision=e.precision,
             progress=e.enable_progress_bar,
             n_groups=n_groups,
             canvas_shape=scans.canvas_shape,

@@ -41,6 +41,9 @@ def inference_groups(c: Canonical, scan: Scan, *, n_groups: int | None) -> np.nd
     return groups.indices
 
 
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
 def predict_patches(
     net: PtychoPINN,
     x: torch.Tensor,
@@ -48,20 +51,26 @@ def predict_patches(
     *,
     batch_size: int,
     device: torch.device,
+    precision: str,
     progress: bool,
 ) -> np.ndarray:
-    """Object patches ``(G, C, N, N)`` complex64 for groups ``indices`` of inputs ``x (M,N,N)``."""
+    """Object patches ``(G, C, N, N)`` complex64 for groups ``indices`` of inputs ``x (M,N,N)``,
+    at the run's precision: mixed precisions under autocast, "64-true" in float64."""
     from tqdm.auto import tqdm
 
     net = net.to(device).eval()
+    dtype = next(net.parameters()).dtype
+    autocast = torch.autocast(
+        device.type, dtype=AUTOCAST.get(precision, torch.bfloat16), enabled=precision in AUTOCAST
+    )
     chunks = []
     starts = range(0, len(indices), batch_size)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for start in tqdm(
             starts, desc="reconstruct", unit="batch", disable=not progress, leave=False
         ):
             idx = torch.from_numpy(indices[start : start + batch_size])
-            batch = x[idx].to(device, non_blocking=True)  # (B, C, N, N)
+            batch = x[idx].to(device, dtype, non_blocking=True)  # (B, C, N, N)
             chunks.append(net.predict_object(batch).to("cpu", torch.complex64))
     return torch.cat(chunks).numpy()
 
@@ -100,6 +109,7 @@ def reconstruct(
     *,
     c: Canonical,
     device: torch.device,
+    precision: str,
     progress: bool,
     n_groups: int | None = None,
     canvas_shape: tuple[int, int] | None = None,
@@ -109,7 +119,13 @@ def reconstruct(
     x, r = network_input(scan, c.model.N)
     indices = inference_groups(c, scan, n_groups=n_groups)
     patches = predict_patches(
-        net, x, indices, batch_size=c.inference.batch_size, device=device, progress=progress
+        net,
+        x,
+        indices,
+        batch_size=c.inference.batch_size,
+        device=device,
+        precision=precision,
+        progress=progress,
     )
     obj, weight = stitch_groups(patches, indices, scan, c=c, canvas_shape=canvas_shape)
     return Reconstruction(

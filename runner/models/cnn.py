@@ -41,15 +41,28 @@ C_OUTER = 4  # channels feeding the border path (``create_decoder_last``: c_oute
 AMP_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "silu": nn.SiLU, "softplus": nn.Softplus, "relu": nn.ReLU}
 
 
-def _init(conv: nn.Conv2d) -> nn.Conv2d:
-    nn.init.xavier_uniform_(conv.weight)
+def _init(conv: nn.Conv2d, *, output: bool = False) -> nn.Conv2d:
+    """He initialization for the ReLU layers, zeros for a head's output layer.
+
+    The reference (Keras) uses Glorot, which halves the activation variance at every ReLU
+    layer: after the ~12 layers to a head the features are ~1e-4 of the input, the heads see
+    only their biases, and training sits on a flat object for hundreds of steps before it
+    escapes (measured: loss stuck at 0.7× its start for 300 steps on the quickstart data,
+    against 0.18× with this scheme). He keeps the variance; zero output weights start every
+    head at its activation's centre (amplitude ½, phase 0) with full gradient to those weights.
+    """
+    if output:
+        nn.init.zeros_(conv.weight)
+    else:
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
     nn.init.zeros_(conv.bias)
     return conv
 
 
-def _conv(c_in: int, c_out: int, *, upsampled_input: bool = False) -> nn.Conv2d:
+def _conv(c_in: int, c_out: int, *, upsampled_input: bool = False, output: bool = False) -> nn.Conv2d:
     """3×3 convolution, padding 1; an ``UpConv`` when its input is a pending upsample."""
-    return _init((UpConv if upsampled_input else nn.Conv2d)(c_in, c_out, 3, padding=1))
+    conv = (UpConv if upsampled_input else nn.Conv2d)(c_in, c_out, 3, padding=1)
+    return _init(conv, output=output)
 
 
 def conv_pool(c_in: int, c_out: int) -> nn.Sequential:
@@ -148,10 +161,12 @@ class DecoderLast(nn.Module):
         super().__init__()
         self.pad_object, self.probe_big, self.pad = pad_object, probe_big, N // 4
         self.activation = activation
-        self.centre = _conv(c_in - C_OUTER, c_out, upsampled_input=True) if pad_object else None
+        self.centre = (
+            _conv(c_in - C_OUTER, c_out, upsampled_input=True, output=True) if pad_object else None
+        )
         if probe_big or not pad_object:
             block = conv_up(C_OUTER if pad_object else c_in, width, upsampled_input=True)
-            self.border = nn.Sequential(block, _conv(width, c_out, upsampled_input=True))
+            self.border = nn.Sequential(block, _conv(width, c_out, upsampled_input=True, output=True))
         border_mask = torch.ones(N, N)
         border_mask[self.pad : N - self.pad, self.pad : N - self.pad] = 0
         self.register_buffer("border_mask", border_mask, persistent=False)
