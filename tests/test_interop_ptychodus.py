@@ -42,7 +42,7 @@ NPHOTONS = 1e6
 EPOCHS = 4
 SETTINGS = (
     f"training.nepochs={EPOCHS}; model.n_filters_scale=1; training.batch_size=8; "
-    'run.seed=1; execution.accelerator="cpu"'
+    'run.seed=0; execution.accelerator="cpu"'
 )
 BAD = np.zeros((64, 64), bool)
 BAD[10, 12] = BAD[40, 3] = True
@@ -285,9 +285,9 @@ class TestReconstruct:
         truth = simulated.scan.object
         assert np.isfinite(obj).all()
         here = correlation(obj, truth)
-        assert here > 0.3
+        assert here > 0.5
         for shift in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-            assert correlation(obj, truth, shift) < here
+            assert correlation(obj, truth, shift) < here - 0.05
 
     def test_bad_pixels_are_not_read(
         self, simulated: Simulated, trained: Trained, reconstructed: list[Any]

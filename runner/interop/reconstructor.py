@@ -163,7 +163,11 @@ def scan_from_input(parameters: ReconstructInput, *, labels: bool) -> Scan:
 
 def _bad_pixels(bad: Any, shape: tuple[int, ...]) -> np.ndarray:
     """ptychodus's mask (True = bad); ``None`` means no bad pixel, as in ``api/io.py``."""
-    return np.zeros(shape, dtype=bool) if bad is None else np.asarray(bad, dtype=bool)
+    mask = np.zeros(shape, dtype=bool) if bad is None else np.asarray(bad, dtype=bool)
+    if mask.shape != shape:
+        msg = f"bad-pixel mask is {mask.shape}, patterns are {shape}"
+        raise DataError(msg, key=pf.BAD_PIXELS)
+    return mask
 
 
 def output_product(product: Product, obj: np.ndarray, losses: Sequence[LossValue]) -> Product:
@@ -191,7 +195,8 @@ def reconstruct_in_steps(
     model: LoadedModel, scan: Scan, *, canvas_shape: tuple[int, int], device: torch.device
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(percent done, object stitched from the groups predicted so far), ``PROGRESS_STEPS``
-    times; the last object is what ``runner.job.infer.reconstruct`` gives for the scan."""
+    times; the last is the object ``runner.job.infer.reconstruct`` stitches for the scan (up to
+    rounding: the batches differ)."""
     c = model.canonical
     if scan.N != c.model.N:
         msg = f"patterns are {scan.N}×{scan.N} but the model was trained with N = {c.model.N}"
