@@ -24,7 +24,9 @@ from typing import Any, Final
 import tomli_w
 from attrs import field, frozen
 
+from ptycho_spec.bases import base_spec
 from ptycho_spec.cli import _add_sets
+from ptycho_spec.cli import main as cli_main
 from ptycho_spec.errors import SpecError, UsageError
 
 
@@ -231,6 +233,8 @@ INFERENCE_FLAGS: Final = (
 
 
 def build_parser(prog: str, flags: Sequence[Flag], *, config: bool) -> argparse.ArgumentParser:
+    """The parser of one command: its flags, ``--config`` (train), ``--set``, ``--force`` and
+    ``--print-spec``."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=f"PtychoPINN's {prog} over a ptycho-spec run spec (each flag is a --set).",
@@ -287,6 +291,8 @@ def _help(flag: Flag) -> str:
 
 @frozen(kw_only=True)
 class Setting:
+    """One spec setting a flag makes: ``key`` (dotted) = ``value``, from ``flag``."""
+
     key: str
     value: Any
     flag: str
@@ -372,14 +378,14 @@ def equivalent_spec(target: str, sets: Sequence[str]) -> str:
     return note + tomli_w.dumps({**head, **tree})
 
 
-def _run_command(prog: str, flags: Sequence[Flag], base: str, argv: Sequence[str] | None) -> int:
-    from ptycho_spec.bases import base_spec
-    from ptycho_spec.cli import main as cli_main
-
-    args = build_parser(prog, flags, config=base == "ptycho_train").parse_args(argv)
+def _run_command(
+    prog: str, flags: Sequence[Flag], argv: Sequence[str] | None, *, config: bool
+) -> int:
+    """Translate, then print the equivalent spec or run it as ``ptycho-spec run`` would."""
+    args = build_parser(prog, flags, config=config).parse_args(argv)
     try:
         settings, warnings = translate(args, flags)
-        target = getattr(args, "config", None) or str(base_spec(base))
+        target = (args.config if config else None) or str(base_spec(prog))
         sets = [*set_arguments(settings), *args.sets]
         text = equivalent_spec(target, sets) if args.print_spec else None
     except SpecError as exc:
@@ -397,9 +403,9 @@ def _run_command(prog: str, flags: Sequence[Flag], base: str, argv: Sequence[str
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``ptycho_train``: train (and with ``--test_data_file`` reconstruct) from NPZ files."""
-    return _run_command("ptycho_train", TRAIN_FLAGS, "ptycho_train", argv)
+    return _run_command("ptycho_train", TRAIN_FLAGS, argv, config=True)
 
 
 def inference_main(argv: Sequence[str] | None = None) -> int:
     """``ptycho_inference``: reconstruct an NPZ test file with a model bundle."""
-    return _run_command("ptycho_inference", INFERENCE_FLAGS, "ptycho_inference", argv)
+    return _run_command("ptycho_inference", INFERENCE_FLAGS, argv, config=False)

@@ -42,7 +42,6 @@ POSITION_INDEXES: Final = "probe_position_indexes"
 POSITION_X: Final = "probe_position_x_m"
 POSITION_Y: Final = "probe_position_y_m"
 OBJECT: Final = "object"
-LAYER_SPACING: Final = "object_layer_spacing_m"
 LOSS_EPOCHS: Final = "loss_epochs"
 LOSS_VALUES: Final = "loss_values"
 PIXEL_WIDTH: Final = "pixel_width_m"
@@ -98,11 +97,10 @@ class DiffractionFile:
 
 @frozen(kw_only=True)
 class Pairing:
-    """Patterns matched to positions: ``rows`` of the diffraction file, with the scan index and
-    position (metres) of each."""
+    """Patterns matched to positions: ``rows`` of the diffraction file and the position
+    (metres) of each."""
 
     rows: np.ndarray
-    index: np.ndarray
     x_m: np.ndarray
     y_m: np.ndarray
 
@@ -113,7 +111,7 @@ class Pairing:
 def read_product(path: str, *, with_object: bool = False) -> ProductFile:
     """Read and check a product file; ``with_object`` also reads its object (layer 0)."""
     with _open_h5(path) as h5:
-        check_far_field(bool(h5.attrs.get(FAR_FIELD, True)), path=path)
+        check_far_field(_flag(path, h5, FAR_FIELD, default=True), path=path)
         probe_ds, object_ds = _dataset(path, h5, PROBE), _dataset(path, h5, OBJECT)
         probe = probe_mode0(_complex(path, PROBE, probe_ds[()]), path=path)
         object_shape = object_frame(object_ds.shape, object_ds.dtype, path=path)
@@ -146,6 +144,15 @@ def _open_h5(path: str) -> h5py.File:
     except OSError as exc:
         msg = f"not a readable HDF5 file ({exc})"
         raise DataError(msg, path=path) from None
+
+
+def _flag(path: str, h5: h5py.File, name: str, *, default: bool) -> bool:
+    """A boolean root attribute: one bool or integer (h5py may store a bool as 0/1)."""
+    raw = np.asarray(h5.attrs.get(name, default))
+    if raw.size != 1 or raw.dtype.kind not in "biu":
+        msg = f"must be one boolean, got {raw.dtype} of shape {raw.shape}"
+        raise DataError(msg, path=path, key=name)
+    return bool(raw.reshape(()))
 
 
 def check_far_field(far_field: bool, *, path: str) -> None:
@@ -209,7 +216,11 @@ def _attr(path: str, key: str, dataset: h5py.Dataset, name: str) -> float:
     if name not in dataset.attrs:
         msg = f"missing attribute {name}"
         raise DataError(msg, path=path, key=key)
-    value = float(np.asarray(dataset.attrs[name]).reshape(()))
+    raw = np.asarray(dataset.attrs[name])
+    if raw.size != 1 or raw.dtype.kind not in "iuf":
+        msg = f"attribute {name} must be one number, got {raw.dtype} of shape {raw.shape}"
+        raise DataError(msg, path=path, key=key)
+    value = float(raw.reshape(()))
     if not math.isfinite(value):
         msg = f"attribute {name} is not finite ({value})"
         raise DataError(msg, path=path, key=key)
@@ -336,7 +347,6 @@ def pair(product: ProductFile, diffraction: DiffractionFile) -> Pairing:
     kept = index[rows]
     return Pairing(
         rows=rows,
-        index=kept,
         x_m=np.interp(kept, unique, mean_x),
         y_m=np.interp(kept, unique, mean_y),
     )
@@ -350,7 +360,7 @@ def check_pattern_size(shape: tuple[int, ...], n: int, *, path: str) -> None:
         raise DataError(msg, path=path, key=PATTERNS)
 
 
-def good_counts(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> np.ndarray:
+def _good_counts(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> np.ndarray:
     """Detector counts ``(M, N, N)`` as float64 with bad pixels set to 0.
 
     Bad pixels may hold anything (negative flags, NaN): they are never read again. Negative or
@@ -367,12 +377,12 @@ def good_counts(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> n
 def counts_to_amplitude(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> np.ndarray:
     """The measurement convention of the lock: amplitude sqrt(counts), float32, computed in
     float64 (bad pixels 0)."""
-    return np.sqrt(good_counts(patterns, bad_pixels, path=path)).astype(np.float32)
+    return np.sqrt(_good_counts(patterns, bad_pixels, path=path)).astype(np.float32)
 
 
 def mean_counts(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> float:
     """Photons per pattern: the mean over patterns of the counts summed over good pixels."""
-    return float(good_counts(patterns, bad_pixels, path=path).sum(axis=(1, 2)).mean())
+    return float(_good_counts(patterns, bad_pixels, path=path).sum(axis=(1, 2)).mean())
 
 
 # --- facts ------------------------------------------------------------------------------------
