@@ -113,12 +113,12 @@ def read_product(path: str, *, with_object: bool = False) -> ProductFile:
     with _open_h5(path) as h5:
         check_far_field(_flag(path, h5, FAR_FIELD, default=True), path=path)
         probe_ds, object_ds = _dataset(path, h5, PROBE), _dataset(path, h5, OBJECT)
-        probe = probe_mode0(_complex(path, PROBE, probe_ds[()]), path=path)
+        probe = probe_mode0(_complex(path, PROBE, _values(path, probe_ds)), path=path)
         object_shape = object_frame(object_ds.shape, object_ds.dtype, path=path)
         pixel_m = _pixel_size(path, OBJECT, object_ds)
         check_pixels(_pixel_size(path, PROBE, probe_ds), pixel_m, path=path)
         index, x_m, y_m = _positions(path, h5)
-        obj = _complex(path, OBJECT, object_ds[()]).reshape(object_shape) if with_object else None
+        obj = _complex(path, OBJECT, _values(path, object_ds)) if with_object else None
         return ProductFile(
             path=path,
             probe=probe,
@@ -131,7 +131,7 @@ def read_product(path: str, *, with_object: bool = False) -> ProductFile:
                 _attr(path, OBJECT, object_ds, CENTER_X),
                 _attr(path, OBJECT, object_ds, CENTER_Y),
             ),
-            object=None if obj is None else obj.astype(np.complex64),
+            object=None if obj is None else obj.reshape(object_shape).astype(np.complex64),
         )
 
 
@@ -168,6 +168,14 @@ def _dataset(path: str, h5: h5py.File, key: str) -> h5py.Dataset:
         msg = "missing dataset" if item is None else "is not a dataset"
         raise DataError(msg, path=path, key=key)
     return item
+
+
+def _values(path: str, dataset: h5py.Dataset) -> np.ndarray:
+    try:
+        return dataset[()]
+    except OSError as exc:  # a compression filter this h5py lacks, or a truncated file
+        msg = f"cannot read the dataset ({exc}); compressed detector data may need hdf5plugin"
+        raise DataError(msg, path=path, key=dataset.name.lstrip("/")) from None
 
 
 def _complex(path: str, key: str, values: np.ndarray) -> np.ndarray:
@@ -246,8 +254,8 @@ def check_pixels(probe_m: tuple[float, float], object_m: tuple[float, float], *,
 
 
 def _positions(path: str, h5: h5py.File) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    index = _dataset(path, h5, POSITION_INDEXES)[()]
-    coords = [_dataset(path, h5, key)[()] for key in (POSITION_X, POSITION_Y)]
+    index = _values(path, _dataset(path, h5, POSITION_INDEXES))
+    coords = [_values(path, _dataset(path, h5, key)) for key in (POSITION_X, POSITION_Y)]
     if index.ndim != 1 or index.dtype.kind not in "iu" or len(index) == 0:
         msg = f"must be a non-empty 1-D integer array, got {index.dtype} {index.shape}"
         raise DataError(msg, path=path, key=POSITION_INDEXES)
@@ -303,7 +311,9 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
 def _h5_arrays(path: str) -> dict[str, np.ndarray]:
     with _open_h5(path) as h5:
         return {
-            key: _dataset(path, h5, key)[()] for key in (PATTERNS, INDEXES, BAD_PIXELS) if key in h5
+            key: _values(path, _dataset(path, h5, key))
+            for key in (PATTERNS, INDEXES, BAD_PIXELS)
+            if key in h5
         }
 
 

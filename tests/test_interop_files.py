@@ -90,6 +90,23 @@ class TestReadDiffraction:
         with pytest.raises(DataError, match=r"d\.h5\[bad_pixels\]: must be a boolean"):
             pf.read_diffraction(str(path))
 
+    def test_unreadable_patterns(self, tmp_path: Path) -> None:
+        """A dataset h5py cannot decode (here a damaged compressed chunk) is a data error."""
+        path = tmp_path / "d.h5"
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset(
+                "patterns",
+                data=np.ones((4, 64, 64), np.uint16),
+                compression="gzip",
+                chunks=(1, 64, 64),
+            )
+            offset = h5["patterns"].id.get_chunk_info(1).byte_offset
+        with open(path, "r+b") as f:
+            f.seek(offset + 4)
+            f.write(b"\xff" * 64)
+        with pytest.raises(DataError, match=r"d\.h5\[patterns\]: cannot read the dataset"):
+            pf.read_diffraction(str(path))
+
 
 class TestPair:
     def test_as_ptychodus_pairs(self, tmp_path: Path) -> None:
@@ -123,7 +140,9 @@ class TestPair:
         """Patterns of another size than the probe are refused."""
         product = pf.read_product(str(product_with(tmp_path)))
         path = write_diffraction(tmp_path / "d.h5", np.zeros((3, 32, 32)))
-        with pytest.raises(DataError, match=r"d\.h5\[patterns\]: patterns are 32×32 but the probe is 64×64"):
+        with pytest.raises(
+            DataError, match=r"d\.h5\[patterns\]: patterns are 32×32 but the probe is 64×64"
+        ):
             pf.pair(product, pf.read_diffraction(str(path)))
 
 
