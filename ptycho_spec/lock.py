@@ -327,13 +327,19 @@ def read_lock(path: str | os.PathLike[str]) -> Lock:
 
 
 def write_lock(lock: Lock, path: str | os.PathLike[str]) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Write atomically: a temporary file in the same folder, synced, then ``os.replace``."""
     folder = os.path.dirname(os.path.abspath(path))
     text = dumps_lock(lock)
     fd, tmp = tempfile.mkstemp(prefix=".lock-", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes 0600; a lock gets the permissions of any file written here.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
