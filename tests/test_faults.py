@@ -68,21 +68,30 @@ def kill_while_writing(
 ) -> None:
     """Start a process rewriting ``target`` in a loop, SIGKILL it at a random moment, and
     ``check`` what is left; ``kills`` times."""
-    code = WRITER.format(setup=setup, write=write)
     rng = random.Random(0)
     for _ in range(kills):
-        process = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(code), str(target)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout is not None and process.stdout.readline() == "writing\n"
+        process = started(WRITER.format(setup=setup, write=write), target, says="writing")
         time.sleep(rng.uniform(0.05, 0.4))
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        process.stdout.close()
+        sigkill(process)
         check(target)
+
+
+def started(code: str, path: Path, *, says: str) -> subprocess.Popen[str]:
+    """A Python process running ``code`` (``sys.argv[1]`` is ``path``), once it printed ``says``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline() == says + "\n"
+    return process
+
+
+def sigkill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stdout.close()  # type: ignore[union-attr]
 
 
 class TestKilledWrites:
@@ -145,14 +154,7 @@ HOLDER = """
 
 
 def hold(run_dir: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLDER), str(run_dir)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdout.readline() == "held\n"
-    return process
+    return started(HOLDER, run_dir, says="held")
 
 
 class TestClaims:
@@ -166,18 +168,14 @@ class TestClaims:
             code = main(["run", str(spec), "--out", str(tmp_path / "run")])
             err = capsys.readouterr().err
         finally:
-            holder.kill()
-            holder.wait()
-            holder.stdout.close()  # type: ignore[union-attr]
+            sigkill(holder)
         assert code == 1 and f"in use by process {holder.pid}" in err
         assert len(err.strip().splitlines()) == 1
 
     def test_a_killed_holders_claim_is_taken_over(self, tmp_path: Path) -> None:
         """The claim of a SIGKILLed process is stale: its pid file remains, its lock does not."""
         holder = hold(tmp_path)
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        holder.stdout.close()  # type: ignore[union-attr]
+        sigkill(holder)
         assert (tmp_path / rundir.CLAIM).read_text().strip() == str(holder.pid)
         assert rundir.holder(tmp_path) is None
         with rundir.claim(tmp_path, force=False):
