@@ -28,6 +28,7 @@ from typing import Any, Final
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from ptycho_spec.errors import UsageError
 from runner.job import rundir
@@ -140,8 +141,9 @@ def _epoch_sums(trainer: pl.Trainer) -> dict[str, dict[str, torch.Tensor]]:
 def _add_epoch_sums(trainer: pl.Trainer, sums: dict[str, dict[str, torch.Tensor]]) -> None:
     """Add the sums saved before the interruption to those of the first resumed batch.
 
-    Float addition is commutative, so ``saved + first`` equals the uninterrupted ``saved +
-    first`` bit for bit, and the epoch mean does not depend on the interruption.
+    For that batch the uninterrupted run adds ``saved + x·b``; the resumed run holds ``0 + x·b``
+    (exactly ``x·b``) when this is called, and float addition is commutative, so the sums, and
+    the epoch means, agree bit for bit from here on.
     """
     results = trainer.fit_loop.epoch_loop._results
     for key, saved in sums.items():
@@ -167,6 +169,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -178,7 +181,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def resume_checkpoint(out_dir: Path, *, task: str) -> Path:
     """The checkpoint to resume ``out_dir`` from; ``UsageError`` (exit 2) when there is none,
     ``RunError`` while a live process still holds the directory."""
-    rundir.check_free(out_dir)
+    if rank_zero_only.rank == 0:  # under DDP, the other ranks start beside rank 0's claim
+        rundir.check_free(out_dir)
     if rundir.is_complete(out_dir):
         msg = f"{out_dir}: the run is complete; nothing to resume"
         raise UsageError(msg)

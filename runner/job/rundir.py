@@ -43,7 +43,8 @@ OUTPUT_DIRS = (CHECKPOINT_DIR, "logs", "mlruns")
 
 
 def holder(out_dir: Path) -> int | None:
-    """The pid of a live process holding ``out_dir`` (0 if it has not written it yet), or None."""
+    """The pid of the live process holding ``out_dir``, this one included (0 if it has not
+    written its pid yet), or None."""
     try:
         fd = os.open(out_dir / CLAIM, os.O_RDONLY)
     except FileNotFoundError:
