@@ -30,7 +30,6 @@ from ptycho_spec.facts import HostFacts, InputPaths, file_digest, read_inputs
 from ptycho_spec.lock import ArrayInfo, DataInput, Lock
 from ptycho_spec.schema import Execution
 
-DRIFT_KINDS: Final = ("data", "environment")
 ENVIRONMENT_FIELDS: Final = ("python", "torch", "lightning", "numpy", "cuda")
 # The run directory files that record the drift a run went ahead with, by kind.
 RECORD_FILES: Final = {"data": "data-drift.toml", "environment": "environment-drift.toml"}
