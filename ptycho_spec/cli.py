@@ -222,9 +222,13 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="SPEC|LOCK", help="a spec (compiled first) or a lock (verified first)")
+    parser.add_argument(
+        "target", metavar="SPEC|LOCK", help="a spec (compiled first) or a lock (verified first)"
+    )
     _add_sets(parser)
-    parser.add_argument("--out", metavar="DIR", help="run directory (default: the lock's run.output_dir)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="run directory (default: the lock's run.output_dir)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite a completed run directory")
     _add_drift_flags(parser)
 

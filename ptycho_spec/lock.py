@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from typing import Any, Final
@@ -30,7 +29,7 @@ import cattrs
 import tomli_w
 from attrs import field, frozen
 
-from ptycho_spec import __version__
+from ptycho_spec import __version__, atomic
 from ptycho_spec.convert import structure, to_toml_tree
 from ptycho_spec.errors import LockError, Origin, SpecIssue
 from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
@@ -327,20 +326,5 @@ def read_lock(path: str | os.PathLike[str]) -> Lock:
 
 
 def write_lock(lock: Lock, path: str | os.PathLike[str]) -> None:
-    """Write atomically: a temporary file in the same folder, synced, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    text = dumps_lock(lock)
-    fd, tmp = tempfile.mkstemp(prefix=".lock-", suffix=".tmp", dir=folder)
-    try:
-        # mkstemp makes 0600; a lock gets the permissions of any file written here.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write atomically: a temporary file in the same folder, synced, then renamed."""
+    atomic.write_text(path, dumps_lock(lock))

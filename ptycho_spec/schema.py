@@ -112,7 +112,7 @@ def finite(_inst: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
 
 def one_of_n(_inst: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, int) and value not in SUPPORTED_N:
-        msg = f"must be one of {', '.join(map(str, SUPPORTED_N))} or \"auto\" (got {value})"
+        msg = f'must be one of {", ".join(map(str, SUPPORTED_N))} or "auto" (got {value})'
         raise ValueError(msg)
 
 
@@ -157,9 +157,7 @@ def section(cls: type, *, doc: str) -> Any:
 class Run:
     """What the run is called, what it does, and its master seed."""
 
-    name: str = setting(
-        AUTO, doc="Run name, used in output paths.", auto="the spec file's stem"
-    )
+    name: str = setting(AUTO, doc="Run name, used in output paths.", auto="the spec file's stem")
     task: Task = setting(
         "train+infer",
         doc='"train", "infer", or "train+infer" (train, then reconstruct the test set).',
@@ -206,8 +204,12 @@ class Simulate:
         doc='"disk" for a synthetic disk probe of side N, or the path of an NPZ holding '
         "probeGuess.",
     )
-    scan_step_train: int = setting(4, doc="Raster stride of training scans.", unit="px", checks=(ge(1),))
-    scan_step_test: int = setting(10, doc="Raster stride of test scans.", unit="px", checks=(ge(1),))
+    scan_step_train: int = setting(
+        4, doc="Raster stride of training scans.", unit="px", checks=(ge(1),)
+    )
+    scan_step_test: int = setting(
+        10, doc="Raster stride of test scans.", unit="px", checks=(ge(1),)
+    )
     n_train_objects: int = setting(1, doc="Independent training objects.", checks=(ge(1),))
     n_test_objects: int = setting(1, doc="Independent test objects.", checks=(ge(0),))
     nphotons: float = setting(
@@ -244,7 +246,8 @@ class Data:
         None, doc='"npz" (PtychoPINN data contract), "simulate", or "ptychodus". Required.'
     )
     train_file: str | None = setting(
-        None, doc="Training NPZ (diff3d or diffraction, xcoords, ycoords, probeGuess).",
+        None,
+        doc="Training NPZ (diff3d or diffraction, xcoords, ycoords, probeGuess).",
         aliases=("train_data_file",),
     )
     test_file: str | None = setting(
@@ -293,7 +296,7 @@ class Data:
 class Model:
     """The PtychoPINN generator and its physics."""
 
-    N: int | Literal["auto"] = setting(  # noqa: N815 - the field's name in PtychoPINN
+    N: int | Literal["auto"] = setting(  # the field's name in PtychoPINN
         AUTO,
         doc="Patch side (64, 128 or 256).",
         unit="px",
@@ -321,9 +324,7 @@ class Model:
         doc="Merge the C patches of a group onto a shared canvas (overlap constraint).",
         auto="true when gridsize > 1",
     )
-    probe_big: bool = setting(
-        True, doc="Let the decoder fill the outer N/4 border of each patch."
-    )
+    probe_big: bool = setting(True, doc="Let the decoder fill the outer N/4 border of each patch.")
     probe_mask: bool = setting(False, doc="Apply a soft disk mask (diameter N/2) to the probe.")
     probe_scale: float = setting(
         4.0, doc="Probe normalization: P / (probe_scale · mean|P|), applied once.", checks=(gt(0),)
@@ -332,7 +333,9 @@ class Model:
         True, doc="Predict the object on the central N/2 region and zero-pad to N."
     )
     gaussian_smoothing_sigma: float = setting(
-        0.0, doc="Gaussian smoothing of the exit wave (3×3 kernel); 0 disables.", unit="px",
+        0.0,
+        doc="Gaussian smoothing of the exit wave (3×3 kernel); 0 disables.",
+        unit="px",
         checks=(ge(0),),
     )
     probe_trainable: bool = setting(False, doc="Optimize the probe with the network.")
@@ -348,10 +351,13 @@ class Model:
 class Training:
     """Optimization of the generator."""
 
-    nepochs: int = setting(50, doc="Training epochs.", aliases=("epochs", "max_epochs"), checks=(ge(1),))
+    nepochs: int = setting(
+        50, doc="Training epochs.", aliases=("epochs", "max_epochs"), checks=(ge(1),)
+    )
     batch_size: int = setting(16, doc="Samples per batch.", checks=(ge(1),))
     val_fraction: float = setting(
-        0.05, doc="Fraction of training groups held out for validation; 0 disables.",
+        0.05,
+        doc="Fraction of training groups held out for validation; 0 disables.",
         checks=(ge(0), lt(1)),
     )
     loss: Loss = setting(
@@ -360,11 +366,15 @@ class Training:
         aliases=("torch_loss_mode",),
     )
     nll_weight: float | Literal["auto"] = setting(
-        AUTO, doc="Weight of the Poisson term.", auto='1 when loss = "poisson", else 0',
+        AUTO,
+        doc="Weight of the Poisson term.",
+        auto='1 when loss = "poisson", else 0',
         checks=(ge(0),),
     )
     mae_weight: float | Literal["auto"] = setting(
-        AUTO, doc="Weight of the amplitude MAE term.", auto='1 when loss = "mae", else 0',
+        AUTO,
+        doc="Weight of the amplitude MAE term.",
+        auto='1 when loss = "mae", else 0',
         checks=(ge(0),),
     )
     realspace_weight: float = setting(
@@ -401,32 +411,46 @@ class Training:
         },
     )
     plateau_factor: float | Literal["auto"] | None = setting(
-        AUTO, doc="plateau: LR multiplier on a plateau.", auto='0.5 with plateau, else "none"',
+        AUTO,
+        doc="plateau: LR multiplier on a plateau.",
+        auto='0.5 with plateau, else "none"',
         checks=(gt(0), lt(1)),
     )
     plateau_patience: int | Literal["auto"] | None = setting(
-        AUTO, doc="plateau: epochs without improvement.", auto='2 with plateau, else "none"',
+        AUTO,
+        doc="plateau: epochs without improvement.",
+        auto='2 with plateau, else "none"',
         checks=(ge(0),),
     )
     plateau_min_lr: float | Literal["auto"] | None = setting(
-        AUTO, doc="plateau: lower bound of the LR.", auto='5e-5 with plateau, else "none"',
+        AUTO,
+        doc="plateau: lower bound of the LR.",
+        auto='5e-5 with plateau, else "none"',
         checks=(ge(0),),
     )
     plateau_threshold: float | Literal["auto"] | None = setting(
-        AUTO, doc="plateau: relative improvement that counts.", auto='0 with plateau, else "none"',
+        AUTO,
+        doc="plateau: relative improvement that counts.",
+        auto='0 with plateau, else "none"',
         checks=(ge(0),),
     )
     exponential_gamma: float | Literal["auto"] | None = setting(
-        AUTO, doc="exponential: LR multiplier per epoch.", auto='0.95 with exponential, else "none"',
+        AUTO,
+        doc="exponential: LR multiplier per epoch.",
+        auto='0.95 with exponential, else "none"',
         checks=(gt(0), le(1)),
     )
     warmup_epochs: int | Literal["auto"] | None = setting(
-        AUTO, doc="warmup_cosine: linear warm-up epochs.", auto='1 with warmup_cosine, else "none"',
+        AUTO,
+        doc="warmup_cosine: linear warm-up epochs.",
+        auto='1 with warmup_cosine, else "none"',
         checks=(ge(0),),
     )
     min_lr_ratio: float | Literal["auto"] | None = setting(
-        AUTO, doc="warmup_cosine: final LR as a fraction of learning_rate.",
-        auto='0.1 with warmup_cosine, else "none"', checks=(ge(0), le(1)),
+        AUTO,
+        doc="warmup_cosine: final LR as a fraction of learning_rate.",
+        auto='0.1 with warmup_cosine, else "none"',
+        checks=(ge(0), le(1)),
     )
     gradient_clip_val: float | None = setting(
         None, doc="Clip gradients at this value; none disables.", checks=(gt(0),)
@@ -449,13 +473,18 @@ class Inference:
         "only from the lock inside it.",
     )
     batch_size: int | Literal["auto"] = setting(
-        AUTO, doc="Samples per inference batch.", auto="training.batch_size, or 64 for infer",
+        AUTO,
+        doc="Samples per inference batch.",
+        auto="training.batch_size, or 64 for infer",
         checks=(ge(1),),
     )
     stitch: Stitch = setting("position", doc="Position-aware shift-and-average stitching.")
     trim: int | Literal["auto"] = setting(
-        AUTO, doc="Pixels cut from each side of a patch before stitching.", unit="px",
-        auto="N/4", checks=(ge(0),),
+        AUTO,
+        doc="Pixels cut from each side of a patch before stitching.",
+        unit="px",
+        auto="N/4",
+        checks=(ge(0),),
     )
 
 
@@ -467,21 +496,28 @@ class Execution:
     """How the run executes. Only precision and deterministic may change numerics."""
 
     accelerator: Accelerator | Literal["auto"] = setting(
-        AUTO, doc="Device type.", auto="cuda if the compiling host has a CUDA GPU and a CUDA "
+        AUTO,
+        doc="Device type.",
+        auto="cuda if the compiling host has a CUDA GPU and a CUDA "
         "build of torch, mps on Apple silicon, else cpu",
     )
     devices: int | Literal["auto"] = setting(
-        1, doc="Devices per node.", auto="every device of the accelerator on the compiling host",
+        1,
+        doc="Devices per node.",
+        auto="every device of the accelerator on the compiling host",
         checks=(ge(1),),
     )
-    num_nodes: int = setting(1, doc="Nodes (Lightning DDP over SLURM or torchrun).", checks=(ge(1),))
+    num_nodes: int = setting(
+        1, doc="Nodes (Lightning DDP over SLURM or torchrun).", checks=(ge(1),)
+    )
     strategy: Strategy | Literal["auto"] = setting(
-        AUTO, doc="Distribution strategy.",
+        AUTO,
+        doc="Distribution strategy.",
         auto='"single_device" for one process in all, "ddp" for more',
     )
     precision: Precision = setting("32-true", doc="Numeric precision (changes numerics).")
     deterministic: bool | Literal["warn"] = setting(
-        True, doc="Deterministic algorithms; \"warn\" only warns on non-deterministic ones."
+        True, doc='Deterministic algorithms; "warn" only warns on non-deterministic ones.'
     )
     matmul_precision: MatmulPrecision = setting(
         "highest", doc="torch.set_float32_matmul_precision."
@@ -498,9 +534,12 @@ class Execution:
         AUTO, doc="Progress bars.", auto="true when the compiling process has a terminal"
     )
     enable_checkpointing: bool = setting(True, doc="Write checkpoints.")
-    checkpoint_save_top_k: int = setting(1, doc="Best checkpoints kept; -1 keeps all.", checks=(ge(-1),))
+    checkpoint_save_top_k: int = setting(
+        1, doc="Best checkpoints kept; -1 keeps all.", checks=(ge(-1),)
+    )
     checkpoint_monitor: str = setting(
-        AUTO, doc="Metric that ranks checkpoints; must be one the module logs.",
+        AUTO,
+        doc="Metric that ranks checkpoints; must be one the module logs.",
         auto='"val_loss", or "train_loss" without validation data',
     )
     checkpoint_mode: CheckpointMode = setting("min", doc="Whether lower or higher is better.")
@@ -509,7 +548,8 @@ class Execution:
         None, doc="Also checkpoint every n optimizer steps (for long epochs).", checks=(ge(1),)
     )
     early_stop_patience: int | None = setting(
-        None, doc="Stop after this many epochs without improvement of checkpoint_monitor.",
+        None,
+        doc="Stop after this many epochs without improvement of checkpoint_monitor.",
         checks=(ge(1),),
     )
     logger: Logger = setting("csv", doc="Metrics logger.")

@@ -29,7 +29,14 @@ class TestMain:
         """The subcommands of this package are registered once each."""
         names = [c.name for c in COMMANDS]
         assert names[:8] == [
-            "validate", "compile", "explain", "diff", "schema", "migrate", "run", "export-npz"
+            "validate",
+            "compile",
+            "explain",
+            "diff",
+            "schema",
+            "migrate",
+            "run",
+            "export-npz",
         ]
         assert len(set(names)) == len(names)
 

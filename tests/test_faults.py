@@ -104,7 +104,7 @@ class TestKilledWrites:
 
         kill_while_writing(
             tmp_path / "out.bin",
-            setup="from runner.job import atomic",
+            setup="from ptycho_spec import atomic",
             write="atomic.write_bytes(target, bytes([i]) * (8 << 20))",
             kills=6,
             check=whole,

@@ -99,14 +99,18 @@ TRAINER_CASES: dict[str, tuple[dict[str, Any], Callable[[Any], Any], Any]] = {
     "log_every_n_steps": ({"log_every_n_steps": 9}, lambda t: t.log_every_n_steps, 9),
 }
 LOADER_CASES: dict[str, tuple[dict[str, Any], Callable[[Any], Any], Any]] = {
-    "num_workers": ({"num_workers": 2}, lambda l: l.num_workers, 2),
-    "pin_memory": ({"pin_memory": True}, lambda l: l.pin_memory, True),
+    "num_workers": ({"num_workers": 2}, lambda loader: loader.num_workers, 2),
+    "pin_memory": ({"pin_memory": True}, lambda loader: loader.pin_memory, True),
     "persistent_workers": (
         {"num_workers": 1, "persistent_workers": True},
-        lambda l: l.persistent_workers,
+        lambda loader: loader.persistent_workers,
         True,
     ),
-    "prefetch_factor": ({"num_workers": 1, "prefetch_factor": 5}, lambda l: l.prefetch_factor, 5),
+    "prefetch_factor": (
+        {"num_workers": 1, "prefetch_factor": 5},
+        lambda loader: loader.prefetch_factor,
+        5,
+    ),
 }
 PROCESS_CASES = {"matmul_precision", "compile"}
 
@@ -182,7 +186,7 @@ class TestMonitor:
     def test_unlogged_monitor_lists_logged(self) -> None:
         """A monitor the module does not log is an error naming the metrics it logs."""
         logged = logged_metrics(TRAINING, MODEL, has_validation=False)
-        with pytest.raises(RunError, match="train_loss.*train_poisson"):
+        with pytest.raises(RunError, match=r"train_loss.*train_poisson"):
             check_monitor(attrs.evolve(BASE, checkpoint_monitor="val_loss"), logged)
 
     def test_logged_names(self) -> None:
@@ -211,8 +215,9 @@ class TestEffective:
 
     def test_run_writes_requested_equal_effective(self, tmp_path: Path) -> None:
         """A real run records every execution setting, requested equal to effective."""
-        from ptycho_spec.cli import main
         from runspec import write_spec
+
+        from ptycho_spec.cli import main
 
         spec = write_spec(tmp_path, execution="num_workers = 1\npin_memory = true")
         assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 0

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-
 from images import smooth_object
+
 from runner.physics.shift import (
     central_box,
     crop_patches,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from images import smooth_object
+
 from runner.data.simulate import lines_object, raster_positions
 from runner.physics.shift import crop_patches
 from runner.reconstruct.stitch import stitch

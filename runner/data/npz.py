@@ -10,13 +10,13 @@ and ``nphotons`` scalar. Files open with ``allow_pickle=False``; every violation
 from __future__ import annotations
 
 import os
-import tempfile
 import tokenize
 from pathlib import Path
 from typing import Literal, NoReturn
 
 import numpy as np
 
+from ptycho_spec import atomic
 from ptycho_spec.errors import DataError
 from ptycho_spec.facts import ZIP_ERRORS, npy_header
 from runner.data.scan import Scan
@@ -208,13 +208,5 @@ def write_npz(
 
 
 def _save_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic.atomic_open(target, "wb") as f:
+        np.savez(f, **arrays)

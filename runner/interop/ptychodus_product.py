@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ptycho_spec import atomic
 from ptycho_spec import ptychodus_files as pf
 from runner.data.scan import Scan
-from runner.job import atomic
 
 PRODUCT_OUTPUT = "reconstruction.h5"
 _REPLACED = (pf.OBJECT, pf.LOSS_EPOCHS, pf.LOSS_VALUES)

@@ -46,6 +46,7 @@ from ptychodus.api.reconstruct import (
 )
 from ptychodus.api.settings import SettingsRegistry
 
+from ptycho_spec import atomic
 from ptycho_spec import ptychodus_files as pf
 from ptycho_spec.bases import base_spec
 from ptycho_spec.compile import compile_spec
@@ -54,7 +55,6 @@ from ptycho_spec.lock import Lock, loads_lock
 from ptycho_spec.schema import Canonical, Execution
 from runner.data.npz import write_npz
 from runner.data.scan import Scan
-from runner.job import atomic
 from runner.job.bundle import Bundle, read_bundle
 from runner.job.execute import execute, net_from_bundle
 from runner.job.infer import inference_groups, network_input, predict_patches, stitch_groups

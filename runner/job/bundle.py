@@ -26,11 +26,11 @@ import tomli_w
 import torch
 from attrs import frozen
 
+from ptycho_spec import atomic
 from ptycho_spec.errors import DataError, LockError
 from ptycho_spec.facts import ZIP_ERRORS
 from ptycho_spec.lock import loads_lock
 from ptycho_spec.toml_lines import parse_toml
-from runner.job import atomic
 from runner.job.checkpoints import load_untrusted
 
 FORMAT = "ptycho-spec-bundle"
@@ -152,12 +152,11 @@ def _parse_manifest(path: Path, data: bytes) -> dict[str, Any]:
         msg = "not a ptycho-spec model bundle"
         raise DataError(msg, path=str(path), key="manifest.toml")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(
+        msg = (
             f"bundle format_version {manifest.get('format_version')!r} is not supported "
-            f"(this version reads {FORMAT_VERSION})",
-            path=str(path),
-            key="manifest.toml",
+            f"(this version reads {FORMAT_VERSION})"
         )
+        raise DataError(msg, path=str(path), key="manifest.toml")
     for key in ("members", "scaling", "model"):
         if not isinstance(manifest.get(key), dict):
             msg = f"manifest lacks the [{key}] table"

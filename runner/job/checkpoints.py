@@ -4,7 +4,7 @@ Lightning's ``TorchCheckpointIO`` saves through an fsspec transaction that stage
 the system temp folder and then *moves* it into place: across file systems that move is a
 copy, so a job killed mid-copy leaves a truncated checkpoint (and nothing is fsynced). Here the
 bytes go to a temporary file beside the target and are renamed into place
-(``runner.job.atomic``).
+(``ptycho_spec.atomic``).
 
 Reading uses ``torch.load(weights_only=True)`` only, so a hostile file cannot run code, and a
 checkpoint must carry the digest of the lock it was written under before Lightning restores
@@ -22,8 +22,8 @@ from typing import IO, Any, Final
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ptycho_spec import atomic
 from ptycho_spec.errors import DataError
-from runner.job import atomic
 
 LOCK_KEY: Final = "ptycho_spec_lock"  # checkpoint entry: digest of the lock of the run
 _LIGHTNING_KEYS: Final = ("state_dict", "loops", "callbacks", "optimizer_states", "global_step")

@@ -19,12 +19,12 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from ptycho_spec import __version__
+from ptycho_spec import __version__, atomic
 from ptycho_spec.errors import LockError
 from ptycho_spec.lock import Lock, dumps_lock, loads_lock
 from ptycho_spec.schema import Canonical, Execution
 from runner.interop.ptychodus_product import PRODUCT_OUTPUT, loss_values, write_product
-from runner.job import atomic, outputs, rundir
+from runner.job import outputs, rundir
 from runner.job.bundle import Bundle, read_bundle, write_bundle
 from runner.job.infer import Reconstruction, reconstruct, score
 from runner.job.prepare import Scans, load_scans, training_set
@@ -152,24 +152,17 @@ def _save_reconstruction(out_dir: Path, rec: Reconstruction) -> None:
         y_px=rec.y_px,
         truth=rec.truth,
     )
-    truth = rec.truth
-    outputs.save_image_pair(
-        out_dir / "amplitude.png",
-        title="amplitude",
-        image=abs(rec.obj),
-        weight=rec.weight,
-        truth=None if truth is None else abs(truth),
-        cmap="gray",
-    )
-    phase = torch.angle(torch.from_numpy(rec.obj)).numpy()
-    outputs.save_image_pair(
-        out_dir / "phase.png",
-        title="phase (rad)",
-        image=phase,
-        weight=rec.weight,
-        truth=None if truth is None else torch.angle(torch.from_numpy(truth)).numpy(),
-        cmap="twilight",
-    )
+    shown = outputs.display_images(rec.obj, rec.weight, rec.truth)
+    for name, cmap, unit in (("amplitude", "gray", ""), ("phase", "viridis", " (rad)")):
+        image, truth = shown[name]
+        outputs.save_image_pair(
+            out_dir / f"{name}.png",
+            title=name + unit,
+            image=image,
+            weight=rec.weight,
+            truth=truth,
+            cmap=cmap,
+        )
 
 
 def _write_timing(out_dir: Path, seconds: float) -> None:

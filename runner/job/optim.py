@@ -15,29 +15,20 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter], training: Training
 ) -> torch.optim.Optimizer:
     params = list(params)
-    match training.optimizer:
-        case "adam":
-            return torch.optim.Adam(
-                params,
-                lr=training.learning_rate,
-                betas=(training.adam_beta1, training.adam_beta2),
-                weight_decay=training.weight_decay,
-            )
-        case "adamw":
-            return torch.optim.AdamW(
-                params,
-                lr=training.learning_rate,
-                betas=(training.adam_beta1, training.adam_beta2),
-                weight_decay=training.weight_decay,
-            )
-        case "sgd":
-            return torch.optim.SGD(
-                params,
-                lr=training.learning_rate,
-                momentum=training.momentum,
-                weight_decay=training.weight_decay,
-            )
-    raise AssertionError(training.optimizer)
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=training.learning_rate,
+            momentum=training.momentum,
+            weight_decay=training.weight_decay,
+        )
+    adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[training.optimizer]
+    return adam(
+        params,
+        lr=training.learning_rate,
+        betas=(training.adam_beta1, training.adam_beta2),
+        weight_decay=training.weight_decay,
+    )
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

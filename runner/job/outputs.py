@@ -17,7 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from runner.job import atomic
+from ptycho_spec import atomic
+from runner.metrics import remove_plane
 
 
 def save_reconstruction(
@@ -67,8 +68,28 @@ def _save_figure(fig: Figure, path: Path) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
-def _covered(image: np.ndarray, weight: np.ndarray) -> np.ma.MaskedArray:
-    return np.ma.masked_where(weight <= 0, image)
+def display_images(
+    obj: np.ndarray, weight: np.ndarray, truth: np.ndarray | None
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Amplitude and phase for people: ``{"amplitude": (ours, truth), "phase": (ours, truth)}``.
+
+    Ptychography cannot measure a global phase (nor, with a trainable gain, the amplitude
+    scale), so the pictures show the reconstruction aligned as the metrics score it: amplitude
+    rescaled to the truth's mean, the global phase that best matches the truth removed, then a
+    fitted phase plane removed from both. Without a truth only the mean phase is removed.
+    ``reconstruction.npz`` keeps the unaligned object.
+    """
+    covered = weight > 0
+    if truth is None:
+        turn = np.exp(-1j * np.angle(obj[covered].sum()))
+        return {"amplitude": (np.abs(obj), None), "phase": (np.angle(obj * turn), None)}
+    amp = np.abs(obj) * (np.abs(truth)[covered].mean() / max(np.abs(obj)[covered].mean(), 1e-30))
+    turn = np.exp(-1j * np.angle((obj * np.conj(truth))[covered].sum()))
+    phase = remove_plane(np.angle(obj * turn), covered)
+    return {
+        "amplitude": (amp, np.abs(truth)),
+        "phase": (phase, remove_plane(np.angle(truth), covered)),
+    }
 
 
 def save_image_pair(
@@ -80,14 +101,19 @@ def save_image_pair(
     truth: np.ndarray | None,
     cmap: str,
 ) -> None:
-    """The reconstruction (and the ground truth beside it when known), uncovered pixels blank."""
-    panels = [("reconstruction", _covered(image, weight))]
+    """The reconstruction (and the ground truth beside it, on the same colour scale) with
+    uncovered pixels blank."""
+    hidden = weight <= 0
+    label = "reconstruction" if truth is None else "reconstruction, aligned"
+    panels = [(label, np.ma.masked_where(hidden, image))]
     if truth is not None:
-        panels.append(("ground truth", np.ma.masked_array(truth, mask=weight <= 0)))
+        panels.append(("ground truth", np.ma.masked_where(hidden, truth)))
+    scale = panels[-1][1]
+    limits = {"vmin": float(scale.min()), "vmax": float(scale.max())} if scale.count() else {}
     fig = Figure(figsize=(4.6 * len(panels), 4.4))
     for k, (label, data) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
-        shown = ax.imshow(data, cmap=cmap, interpolation="nearest")
+        shown = ax.imshow(data, cmap=cmap, interpolation="nearest", **limits)
         ax.set_title(f"{title}: {label}")
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")

@@ -19,8 +19,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from ptycho_spec import atomic
 from ptycho_spec.errors import RunError, UsageError
-from runner.job import atomic
 
 CLAIM = ".ptycho-run.pid"
 COMPLETE = "COMPLETE"
@@ -34,6 +34,7 @@ OUTPUTS = (
     "phase.png",
     "loss.png",
     "metrics.json",
+    "timing.toml",
     "data-drift.toml",
     "environment-drift.toml",
     COMPLETE,

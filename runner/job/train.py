@@ -12,9 +12,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from ptycho_spec import atomic
 from ptycho_spec.lock import Lock, dumps_lock
 from ptycho_spec.schema import Canonical, Execution
-from runner.job import atomic, effective
+from runner.job import effective
 from runner.job.bundle import Bundle
 from runner.job.module import PtychoModule, logged_metrics
 from runner.job.prepare import TrainingSet, group_batches

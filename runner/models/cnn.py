@@ -59,7 +59,9 @@ def _init(conv: nn.Conv2d, *, output: bool = False) -> nn.Conv2d:
     return conv
 
 
-def _conv(c_in: int, c_out: int, *, upsampled_input: bool = False, output: bool = False) -> nn.Conv2d:
+def _conv(
+    c_in: int, c_out: int, *, upsampled_input: bool = False, output: bool = False
+) -> nn.Conv2d:
     """3×3 convolution, padding 1; an ``UpConv`` when its input is a pending upsample."""
     conv = (UpConv if upsampled_input else nn.Conv2d)(c_in, c_out, 3, padding=1)
     return _init(conv, output=output)
@@ -166,7 +168,9 @@ class DecoderLast(nn.Module):
         )
         if probe_big or not pad_object:
             block = conv_up(C_OUTER if pad_object else c_in, width, upsampled_input=True)
-            self.border = nn.Sequential(block, _conv(width, c_out, upsampled_input=True, output=True))
+            self.border = nn.Sequential(
+                block, _conv(width, c_out, upsampled_input=True, output=True)
+            )
         border_mask = torch.ones(N, N)
         border_mask[self.pad : N - self.pad, self.pad : N - self.pad] = 0
         self.register_buffer("border_mask", border_mask, persistent=False)

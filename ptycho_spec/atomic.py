@@ -40,8 +40,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file for writing that replaces ``path`` only when the block succeeds."""
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
+    """Open a temporary file for writing that replaces ``path`` only when the block succeeds.
+    Text is UTF-8 with ``\n`` line ends on every platform (locks must hash the same)."""
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+    with atomic_path(path) as tmp, open(tmp, mode, **text) as f:
         yield f
 
 
