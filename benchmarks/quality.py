@@ -63,6 +63,7 @@ learning_rate = {lr}
 scheduler = "plateau"
 
 [inference]
+stitch = "{stitch}"
 trim = {trim}
 
 [execution]
@@ -99,6 +100,7 @@ def run_once(folder: Path, *, epochs: int, args: argparse.Namespace, probe: str)
             nfs=args.n_filters_scale,
             epochs=epochs,
             lr=args.learning_rate,
+            stitch=args.stitch,
             trim=args.trim,
             accelerator=args.accelerator,
             precision=args.precision,
@@ -149,6 +151,12 @@ def main() -> None:
     parser.add_argument("--n-filters-scale", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
+        "--stitch",
+        choices=("position", "probe"),
+        default="probe",
+        help="inference.stitch: probe weights each patch pixel by the probe's intensity",
+    )
+    parser.add_argument(
         "--trim",
         type=int,
         default=44,
@@ -166,7 +174,7 @@ def main() -> None:
     print(f"\nhost: {host()}")
     print(
         f"recipe: N=128, gridsize {args.gridsize}, probe {args.probe}, 4,489 training patterns, "
-        f"1e9 photons, trim {args.trim}"
+        f"1e9 photons, stitch {args.stitch}, trim {args.trim}"
     )
     print(
         "| epochs | amp SSIM | phase SSIM | amp MAE | phase MAE | final train loss | wall (s) | device |"

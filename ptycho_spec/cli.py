@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except SpecError as exc:
-        _print_issues(exc.issues)
+        _print_spec_error(exc)
         return exc.exit_code
     except PtychoSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -70,6 +70,11 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
 def _print_issues(issues: Sequence[SpecIssue], prefix: str = "") -> None:
     for issue in issues:
         print(prefix + issue.render(), file=sys.stderr)
+
+
+def _print_spec_error(exc: SpecError) -> None:
+    _print_issues(exc.issues)
+    _print_warnings(exc.warnings)
 
 
 def _print_warnings(warnings: Sequence[SpecIssue]) -> None:
@@ -105,7 +110,7 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             checked = validate_spec(path, args.sets)
         except SpecError as exc:
-            _print_issues(exc.issues)
+            _print_spec_error(exc)
             status = status or exc.exit_code
             continue
         _print_warnings(checked.warnings)

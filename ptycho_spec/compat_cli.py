@@ -213,8 +213,9 @@ INFERENCE_FLAGS: Final = (
     Flag(
         names=("--patch-weighting",),
         key="inference.stitch",
-        values={"uniform": "position"},
-        help="uniform only: position-aware shift-and-average stitching",
+        values={"uniform": "position", "probe": "probe"},
+        help="position-aware shift-and-average stitching, each patch pixel weighted equally "
+        "(uniform) or by the probe's intensity |P|² (probe)",
     ),
     *_COMMON_FLAGS,
     _refused(("--varpro-scaling",), "one scaling contract: the model's from the bundle"),

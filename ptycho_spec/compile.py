@@ -38,13 +38,17 @@ class Checked:
 
 def check_layers(layers: Sequence[Layer], host: HostFacts) -> Checked:
     """Merge, structure and check layers without data; ``SpecError`` lists every problem."""
-    merged = merge(layers)
-    spec = build_spec(merged)
+    layer_warnings = [w for layer in layers for w in layer.warnings]
+    try:
+        merged = merge(layers)
+        spec = build_spec(merged)
+    except SpecError as exc:
+        raise SpecError(exc.issues, warnings=sort_issues(layer_warnings)) from None
     ctx = Context(origin=merged.locate, explicit=merged.explicit, installed=host.installed)
     findings = check(spec, ctx)
-    _raise_errors(findings)
-    layer_warnings = [w for layer in layers for w in layer.warnings]
-    return Checked(spec=spec, merged=merged, warnings=_warnings(layer_warnings, findings))
+    warnings = _warnings(layer_warnings, findings)
+    _raise_errors(findings, warnings)
+    return Checked(spec=spec, merged=merged, warnings=warnings)
 
 
 def compile_run(layers: Sequence[Layer], facts: InputFacts, host: HostFacts) -> Lock:
@@ -57,13 +61,13 @@ def compile_run(layers: Sequence[Layer], facts: InputFacts, host: HostFacts) -> 
             as_spec(resolution.resolved), _resolved_context(checked.merged, resolution, host)
         )
     findings = dedupe(findings)
-    _raise_errors(findings)
+    warnings = _warnings(list(checked.warnings), findings)
+    _raise_errors(findings, warnings)
     assert resolution.resolved is not None
     inputs = Inputs(
         specs=tuple(layer.file for layer in layers if layer.file is not None),
         data=tuple(f.input for f in facts.files),
     )
-    warnings = _warnings(list(checked.warnings), findings)
     return make_lock(resolution.resolved, resolution.provenance, inputs, host.environment, warnings)
 
 
@@ -87,10 +91,10 @@ def _resolved_context(merged: Merged, resolution: Resolution, host: HostFacts) -
     return Context(origin=origin, explicit=merged.explicit, installed=host.installed)
 
 
-def _raise_errors(findings: Sequence[Finding]) -> None:
+def _raise_errors(findings: Sequence[Finding], warnings: Sequence[SpecIssue]) -> None:
     errors = [f.issue for f in findings if not f.warning]
     if errors:
-        raise SpecError(sort_issues(errors))
+        raise SpecError(sort_issues(errors), warnings=warnings)
 
 
 def _warnings(earlier: list[SpecIssue], findings: Sequence[Finding]) -> tuple[SpecIssue, ...]:

@@ -66,14 +66,18 @@ class RunError(PtychoSpecError):
 
 
 class SpecError(PtychoSpecError):
-    """An invalid spec or command line (exit 2). Holds every issue found, not just the first."""
+    """An invalid spec or command line (exit 2). Holds every issue found, not just the first,
+    and the warnings found beside them (deprecated aliases), so a user fixes both at once."""
 
     exit_code = 2
 
-    def __init__(self, issues: Sequence[SpecIssue] | str) -> None:
+    def __init__(
+        self, issues: Sequence[SpecIssue] | str, *, warnings: Sequence[SpecIssue] = ()
+    ) -> None:
         if isinstance(issues, str):
             issues = [SpecIssue(path="", message=issues)]
         self.issues: tuple[SpecIssue, ...] = tuple(issues)
+        self.warnings: tuple[SpecIssue, ...] = tuple(warnings)
         super().__init__("\n".join(i.render() for i in self.issues))
 
 

@@ -72,11 +72,13 @@ class ScanFacts:
 
 @frozen(kw_only=True)
 class DataFile:
-    """One input file: its lock entry, probe side (px) if it holds a probe, scan facts if any."""
+    """One input file: its lock entry, probe side (px) if it holds a probe, scan facts if any,
+    and ``notes``: (spec key, message) warnings about what the run will not use of it."""
 
     input: DataInput
     probe_side: int | None = None
     scan: ScanFacts | None = None
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 @frozen(kw_only=True)
@@ -144,6 +146,11 @@ def _read_ptychodus_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
         DataFile(
             input=_data_input(product.path, "product", pf.h5_array_infos(product.path)),
             probe_side=product.N,
+            notes=(
+                ()
+                if product.probe_note is None
+                else (("data.ptychodus.product_file", product.probe_note),)
+            ),
         ),
         DataFile(
             input=_data_input(diffraction.path, "diffraction", arrays(diffraction.path)),

@@ -78,6 +78,7 @@ class ProductFile:
     pixel_m: tuple[float, float]
     center_m: tuple[float, float]
     object: np.ndarray | None = None
+    probe_note: str | None = None  # what using only ``probe`` leaves out (see ``mode_note``)
 
     @property
     def N(self) -> int:
@@ -113,7 +114,8 @@ def read_product(path: str, *, with_object: bool = False) -> ProductFile:
     with _open_h5(path) as h5:
         check_far_field(_flag(path, h5, FAR_FIELD, default=True), path=path)
         probe_ds, object_ds = _dataset(path, h5, PROBE), _dataset(path, h5, OBJECT)
-        probe = probe_mode0(_complex(path, PROBE, _values(path, probe_ds)), path=path)
+        probes = _complex(path, PROBE, _values(path, probe_ds))
+        probe = probe_mode0(probes, path=path)
         object_shape = object_frame(object_ds.shape, object_ds.dtype, path=path)
         pixel_m = _pixel_size(path, OBJECT, object_ds)
         check_pixels(_pixel_size(path, PROBE, probe_ds), pixel_m, path=path)
@@ -132,6 +134,7 @@ def read_product(path: str, *, with_object: bool = False) -> ProductFile:
                 _attr(path, OBJECT, object_ds, CENTER_Y),
             ),
             object=None if obj is None else obj.reshape(object_shape).astype(np.complex64),
+            probe_note=mode_note(probes),
         )
 
 
@@ -204,6 +207,20 @@ def probe_mode0(probe: np.ndarray, *, path: str) -> np.ndarray:
         msg = f"must be square, got {mode.shape[0]}×{mode.shape[1]}"
         raise DataError(msg, path=path, key=PROBE)
     return mode.astype(np.complex64)
+
+
+def mode_note(probe: np.ndarray) -> str | None:
+    """None for a single-mode probe array; else a sentence saying that only the first mode is
+    used and what share of the probe's power it holds (PtychoPINN models one coherent probe)."""
+    modes = probe.reshape(-1, *probe.shape[-2:])
+    if len(modes) == 1:
+        return None
+    power = np.square(np.abs(modes.astype(np.complex128))).sum(axis=(1, 2))
+    share = float(power[0] / power.sum()) if power.sum() > 0 else 0.0
+    return (
+        f"the probe has {len(modes)} modes; PtychoPINN models one coherent probe, so only the "
+        f"first is used ({share:.0%} of the probe's power)"
+    )
 
 
 def object_frame(shape: tuple[int, ...], dtype: np.dtype, *, path: str) -> tuple[int, int]:

@@ -597,7 +597,14 @@ def _execution(run: _Run) -> None:
     )
 
 
+def _file_notes(run: _Run) -> None:
+    for file in run.facts.files:
+        for key, message in file.notes:
+            run.error(key, message, warning=True)
+
+
 STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
+    _file_notes,
     _run_identity,
     _bundle,
     _model_size,

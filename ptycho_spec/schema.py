@@ -40,7 +40,7 @@ Loss = Literal["poisson", "mae"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["constant", "plateau", "exponential", "warmup_cosine"]
 ClipAlgorithm = Literal["norm", "value"]
-Stitch = Literal["position"]
+Stitch = Literal["position", "probe"]
 Accelerator = Literal["cpu", "cuda", "gpu", "mps"]
 Strategy = Literal["single_device", "ddp", "ddp_spawn", "fsdp"]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "64-true"]
@@ -478,7 +478,12 @@ class Inference:
         auto="training.batch_size, or 64 for infer",
         checks=(ge(1),),
     )
-    stitch: Stitch = setting("position", doc="Position-aware shift-and-average stitching.")
+    stitch: Stitch = setting(
+        "position",
+        doc='Position-aware shift-and-average stitching: "position" weights every kept patch '
+        'pixel equally, "probe" by the intensity of the model\'s (masked) probe there, so '
+        "dimly lit pixels count less.",
+    )
     trim: int | Literal["auto"] = setting(
         AUTO,
         doc="Pixels cut from each side of a patch before stitching.",

@@ -75,7 +75,8 @@ def write_product(
         h5["probe_position_indexes"] = index
         h5["probe_position_x_m"] = x_m
         h5["probe_position_y_m"] = y_m
-        probe_ds = h5.create_dataset("probe", data=probe.reshape(1, 1, *probe.shape[-2:]))
+        # (OPR modes, incoherent modes, H, W) as ptychodus stores probes
+        probe_ds = h5.create_dataset("probe", data=probe.reshape(1, -1, *probe.shape[-2:]))
         width, height = probe_pixel_m or pixel_m
         probe_ds.attrs.update(pixel_width_m=width, pixel_height_m=height)
         object_ds = h5.create_dataset("object", data=obj if obj.ndim == 3 else obj[np.newaxis])

@@ -75,6 +75,24 @@ class TestValidate:
         assert main(["validate", str(path)]) == 0
         assert capsys.readouterr().err.startswith(f"warning: {path}:")
 
+    @pytest.mark.parametrize(
+        "error",
+        ['batch_size = "x"', "batch_size = 4"],
+        ids=["field error", "rule error (no data.source)"],
+    )
+    def test_warnings_beside_errors(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], error: str
+    ) -> None:
+        """A spec with errors still shows its deprecation warnings, after the errors."""
+        bad = tmp_path / "bad.toml"
+        bad.write_text(f"spec_version = 1\n[training]\nepochs = 3\n{error}\n")
+        assert main(["validate", str(bad)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[-1] == (
+            f"warning: {bad}:3: training.epochs: epochs is a deprecated alias; use training.nepochs"
+        )
+        assert lines[0].startswith(f"{bad}") and len(lines) >= 2
+
     def test_several_specs(self, spec: Path, tmp_path: Path) -> None:
         """Every spec is checked; one bad spec makes the exit code 2."""
         (tmp_path / "bad.toml").write_text("[run]\n")

@@ -99,6 +99,12 @@ class TestTranslate:
             tmp_path / "model.bundle"
         )
 
+    @pytest.mark.parametrize(("flag", "stitch"), [("uniform", "position"), ("probe", "probe")])
+    def test_patch_weighting(self, flag: str, stitch: str) -> None:
+        """PtychoPINN's --patch-weighting choices are the two inference.stitch weightings."""
+        argv = ["--model_path", "m", "--test_data", "t.npz", *REQUIRED, "--patch-weighting", flag]
+        assert settings_of(argv, INFERENCE_FLAGS)["inference.stitch"] == stitch
+
     @pytest.mark.parametrize(
         ("argv", "replacement"),
         [
@@ -149,11 +155,11 @@ class TestRefusals:
         assert message in capsys.readouterr().err
 
     def test_inference_refusals(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """ptycho_inference refuses what its model bundle decides, and probe weighting."""
+        """ptycho_inference refuses what its model bundle decides, and unknown weightings."""
         argv = ["--model_path", "m", "--test_data", "t.npz", *REQUIRED, "--print-spec"]
         assert inference_main([*argv, "--probe-mask"]) == 2
         assert "model settings come from the model bundle" in capsys.readouterr().err
-        assert inference_main([*argv, "--patch-weighting", "probe"]) == 2
+        assert inference_main([*argv, "--patch-weighting", "barycentric"]) == 2
 
     def test_unknown_flag(self) -> None:
         """A flag nobody knows is refused by the parser (exit 2), never dropped."""

@@ -45,6 +45,17 @@ class TestReadProduct:
         assert (product.pixel_m, product.center_m) == ((PIXEL_M, PIXEL_M), CENTER_M)
         assert product.object is None and product.probe.dtype == np.complex64
 
+    def test_multimode_probe_is_noted(self, tmp_path: Path) -> None:
+        """Of a 2-mode probe the first mode is used, with a note of the power left out."""
+        modes = np.stack([2 * PROBE, PROBE])  # powers 4 : 1
+        product = pf.read_product(str(product_with(tmp_path, probe=modes)))
+        np.testing.assert_array_equal(product.probe, 2 * PROBE)
+        assert product.probe_note is not None
+        assert (
+            "2 modes" in product.probe_note and "(80% of the probe's power)" in product.probe_note
+        )
+        assert pf.read_product(str(product_with(tmp_path))).probe_note is None
+
     @pytest.mark.parametrize(
         ("changes", "message"),
         [
@@ -196,6 +207,18 @@ class TestCompile:
         assert set(roles) == {"product", "diffraction"}
         assert roles["product"].arrays["object"].shape == (1, 96, 96)
         assert roles["diffraction"].sha256.startswith("sha256:")
+
+    def test_multimode_probe_warns(self, tmp_path: Path, tiny_scan: Any) -> None:
+        """Compiling on a product with several probe modes warns at the product_file key."""
+        sim = simulated_files(tmp_path, tiny_scan)
+        with h5py.File(sim.product, "r+") as h5:
+            probe = h5["probe"][...]
+            del h5["probe"]
+            h5["probe"] = np.concatenate([probe, 0 * probe], axis=1)
+            h5["probe"].attrs.update(pixel_width_m=PIXEL_M, pixel_height_m=PIXEL_M)
+        lock = compile_spec(str(write_spec(tmp_path, sim)))
+        [warning] = [w for w in lock.warnings if w.path == "data.ptychodus.product_file"]
+        assert "the probe has 2 modes" in warning.message and "(100% of" in warning.message
 
     def test_test_fraction_holds_patterns_out(self, tmp_path: Path, tiny_scan: Any) -> None:
         """With test_fraction, training draws only on the patterns kept for it."""

@@ -300,6 +300,28 @@ class TestReconstruct:
             last.product.object_.get_array(), reconstructed[-1].product.object_.get_array()
         )
 
+    def test_multimode_probe_warns(
+        self, simulated: Simulated, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A probe with several incoherent modes is reconstructed with its first mode, and the
+        log says how much of the probe's power the others held."""
+        import dataclasses
+
+        from runner.interop.reconstructor import scan_from_input
+
+        given = simulated.reconstruct_input
+        probes = given.product.probes
+        two = ProbeSequence(
+            array=np.concatenate([probes.get_array(), 0.5 * probes.get_array()], axis=1),
+            opr_weights=None,
+            pixel_geometry=probes.get_pixel_geometry(),
+        )
+        multi = dataclasses.replace(given, product=dataclasses.replace(given.product, probes=two))
+        with caplog.at_level("WARNING"):
+            scan = scan_from_input(multi, labels=False)
+        np.testing.assert_array_equal(scan.probe, scan_from_input(given, labels=False).probe)
+        assert "the probe has 2 modes" in caplog.text and "(80% of" in caplog.text
+
     def test_needs_a_model(self, simulated: Simulated) -> None:
         """Reconstructing before training or loading a model says so."""
         with pytest.raises(RunError, match="no model loaded"):

@@ -38,6 +38,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "run"
 
 
+def infer_spec(folder: Path, trained: Path, *, stitch: str = "position") -> Path:
+    """An inference spec for ``trained``'s bundle on the training run's test object."""
+    spec = folder / "infer.toml"
+    spec.write_text(
+        'spec_version = 1\n[run]\ntask = "infer"\nseed = 3\n'
+        '[data]\nsource = "simulate"\n'
+        "[data.simulate]\nobject_size = 80\nscan_step_test = 8\nnphotons = 1e6\n"
+        f'[inference]\nbundle = "{trained / "model.bundle"}"\nbatch_size = 4\n'
+        f'stitch = "{stitch}"\n'
+        '[execution]\naccelerator = "cpu"\nenable_progress_bar = false\n'
+    )
+    return spec
+
+
 def arrays(path: Path) -> dict[str, str]:
     with np.load(path, allow_pickle=False) as npz:
         return {k: hashlib.sha256(npz[k].tobytes()).hexdigest() for k in npz.files}
@@ -69,14 +83,7 @@ class TestTasks:
 
     def test_infer_from_bundle(self, trained: Path, tmp_path: Path) -> None:
         """task = "infer" takes the model from the bundle and reconstructs the test data."""
-        spec = tmp_path / "infer.toml"
-        spec.write_text(
-            'spec_version = 1\n[run]\ntask = "infer"\nseed = 3\n'
-            '[data]\nsource = "simulate"\n'
-            "[data.simulate]\nobject_size = 80\nscan_step_test = 8\nnphotons = 1e6\n"
-            f'[inference]\nbundle = "{trained / "model.bundle"}"\nbatch_size = 4\n'
-            '[execution]\naccelerator = "cpu"\nenable_progress_bar = false\n'
-        )
+        spec = infer_spec(tmp_path, trained)
         assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
         names = {p.name for p in (tmp_path / "run").iterdir()}
         assert INFER_OUTPUTS <= names and "model.bundle" not in names
@@ -88,6 +95,25 @@ class TestTasks:
         assert arrays(tmp_path / "run" / "reconstruction.npz") == arrays(
             trained / "reconstruction.npz"
         )
+
+    def test_probe_stitching(self, trained: Path, tmp_path: Path) -> None:
+        """inference.stitch = "probe" weights each patch pixel by the model's |M·P̂|²: the
+        coverage becomes Σ|P̂|² instead of a count (0 where the disk probe is dark) and the
+        object changes where patches meet."""
+        spec = infer_spec(tmp_path, trained, stitch="probe")
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        assert read_lock(
+            tmp_path / "run" / "run.lock.toml"
+        ).resolved.canonical.inference.stitch == ("probe")
+        with (
+            np.load(tmp_path / "run" / "reconstruction.npz") as probe,
+            np.load(trained / "reconstruction.npz") as position,
+        ):
+            assert set(np.unique(position["weight"])) <= set(range(64))  # integer counts
+            assert len(np.unique(probe["weight"])) > 64
+            lit, covered = probe["weight"] > 0, position["weight"] > 0
+            assert lit.sum() > covered.sum() / 2 and not (lit & ~covered).any()
+            assert not np.allclose(probe["object"][lit], position["object"][lit])
 
     def test_infer_refuses_model_settings(
         self, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -258,6 +258,15 @@ class TestPtychoPINN:
             b(x, torch.zeros(1, 1, 2)).amplitude, a(x, torch.zeros(1, 1, 2)).amplitude
         )
 
+    def test_illumination_intensity(self, make_model) -> None:
+        """The stitching weight is |M·P̂|²: the masked, normalized probe's intensity."""
+        plain, masked = pinn(make_model()), pinn(make_model(probe_mask=True))
+        torch.testing.assert_close(plain.illumination_intensity(), plain.probe.abs().square())
+        torch.testing.assert_close(
+            masked.illumination_intensity(), (masked.probe * masked.mask).abs().square()
+        )
+        assert float(masked.illumination_intensity()[0, 0]) == 0 < float(masked.mask[32, 32])
+
     def test_predict_object_is_the_generator(self, make_model) -> None:
         """predict_object combines the generator's amplitude and phase heads, nothing else."""
         net = pinn(make_model())

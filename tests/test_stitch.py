@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -66,6 +69,128 @@ class TestStitch:
         assert rec[0, 0] == 0 and weight[0, 0] == 0
         assert float(weight.sum()) == pytest.approx(16.0)
 
+    def test_pixel_weight_forms_a_weighted_mean(self) -> None:
+        """Where cores overlap, each pixel is Σ w·value / Σ w with w read at that patch pixel."""
+        patches = np.stack([np.full((16, 16), 1, np.complex64), np.full((16, 16), 3, np.complex64)])
+        w = np.tile(np.arange(1.0, 17.0), (16, 1))  # weight j + 1 along patch columns j
+        rec, weight = stitch(
+            patches, np.array([20.0, 24.0]), np.array([20.0, 20.0]), trim=4, pixel_weight=w
+        )
+        # object column 22 is column 10 of the first patch (starts at 12), column 6 of the second
+        assert rec[20, 22] == pytest.approx((11 * 1 + 7 * 3) / (11 + 7))
+        assert weight[20, 22] == pytest.approx(11 + 7)
+        assert rec[20, 17] == pytest.approx(1.0)  # first core only
+        assert rec[20, 27] == pytest.approx(3.0)  # second core only
+
+    def test_pixel_weight_keeps_exact_patches_exact(self) -> None:
+        """Any positive weighting of consistent patches, at sub-pixel positions too, rebuilds
+        the object: a weighted mean of equal values."""
+        obj = smooth_object(96, seed=3).numpy()
+        x, y = raster_positions(96, 32, 8)
+        w = np.random.default_rng(1).uniform(0.1, 2.0, (32, 32))
+        rec, weight = stitch(
+            patches_of(obj, x, y, 32), x, y, trim=8, canvas_shape=obj.shape, pixel_weight=w
+        )
+        covered = weight > 0
+        np.testing.assert_allclose(rec[covered], obj[covered], rtol=1e-5)
+
+    def test_zero_weight_pixels_stay_uncovered(self) -> None:
+        """Pixels only reached where the weight is 0 are uncovered (value 0, weight 0)."""
+        w = np.zeros((16, 16))
+        w[6:10, 6:10] = 1
+        rec, weight = stitch(
+            np.ones((1, 16, 16), np.complex64),
+            np.array([20.0]),
+            np.array([20.0]),
+            trim=2,
+            pixel_weight=w,
+        )
+        assert int((weight > 0).sum()) == 16 and rec[13, 13] == 0
+        np.testing.assert_allclose(rec[weight > 0], 1.0)
+
+    @pytest.mark.parametrize(
+        ("w", "match"),
+        [
+            (np.ones((8, 8)), "16×16"),
+            (np.full((16, 16), np.nan), "finite"),
+            (-np.ones((16, 16)), "≥ 0"),
+            (1 - np.pad(np.ones((4, 4)), 6), "0 over the whole central region"),
+        ],
+    )
+    def test_pixel_weight_checks(self, w: np.ndarray, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            stitch(
+                np.ones((1, 16, 16), np.complex64),
+                np.array([9.0]),
+                np.array([9.0]),
+                trim=6,
+                pixel_weight=w,
+            )
+
     def test_trim_bounds(self) -> None:
         with pytest.raises(ValueError, match="trim"):
             stitch(np.ones((1, 8, 8), np.complex64), np.array([4.0]), np.array([4.0]), trim=4)
+
+
+class TestStitchGroups:
+    """``inference.stitch`` as the runner applies it to a model's patches."""
+
+    def canonical(self, make_model: Any, *, stitch: str, trim: int) -> Any:
+        from ptycho_spec.schema import Canonical, Inference
+
+        return attrs.evolve(
+            Canonical(), model=make_model(), inference=Inference(stitch=stitch, trim=trim)
+        )
+
+    def net(self, make_model: Any, probe: np.ndarray) -> Any:
+        from runner.models.pinn import PtychoPINN
+        from runner.physics.scaling import ScalingConstants
+
+        return PtychoPINN(
+            model=make_model(),
+            probe=torch.from_numpy(probe),
+            scaling=ScalingConstants(
+                input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=1.0
+            ),
+        )
+
+    def test_probe_weighting_uses_the_models_illumination(
+        self, make_model: Any, tiny_scan: Any
+    ) -> None:
+        """stitch = "probe" is ``stitch`` with the model's |P̂|² as pixel weight."""
+        from runner.job.infer import stitch_groups
+
+        net = self.net(make_model, tiny_scan.probe)
+        patches = np.random.default_rng(0).normal(size=(4, 1, 64, 64)).astype(np.complex64)
+        indices = np.arange(4)[:, None]
+        c = self.canonical(make_model, stitch="probe", trim=8)
+        got, weight = stitch_groups(patches, indices, tiny_scan, c=c, net=net, canvas_shape=None)
+        expected, expected_weight = stitch(
+            patches[:, 0],
+            tiny_scan.x_px[:4],
+            tiny_scan.y_px[:4],
+            trim=8,
+            canvas_shape=tiny_scan.object.shape,
+            pixel_weight=np.abs(net.probe.numpy()) ** 2,
+        )
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(weight, expected_weight, rtol=1e-5)
+
+    def test_dark_core_is_refused(self, make_model: Any, tiny_scan: Any) -> None:
+        """A probe dark over all the kept region cannot weight anything: a clear RunError."""
+        from ptycho_spec.errors import RunError
+        from runner.job.infer import stitch_groups
+
+        ring = np.ones((64, 64), np.complex64)
+        ring[8:56, 8:56] = 0
+        c = self.canonical(make_model, stitch="probe", trim=8)
+        patches = np.ones((1, 1, 64, 64), np.complex64)
+        with pytest.raises(RunError, match="dark over the whole central region"):
+            stitch_groups(
+                patches,
+                np.zeros((1, 1), int),
+                tiny_scan,
+                c=c,
+                net=self.net(make_model, ring),
+                canvas_shape=None,
+            )

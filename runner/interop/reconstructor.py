@@ -142,6 +142,8 @@ def scan_from_input(parameters: ReconstructInput, *, labels: bool) -> Scan:
         path=where,
     )
     probe = pf.probe_mode0(product.probes.get_array(), path=where)
+    if (note := pf.mode_note(product.probes.get_array())) is not None:
+        logger.warning("%s: %s", where, note)
     patterns = np.asarray(parameters.diffraction_patterns)
     pf.check_pattern_size(patterns.shape, probe.shape[-1], path=where)
     if len(patterns) != len(product.probe_positions):
@@ -219,7 +221,7 @@ def reconstruct_in_steps(
             )
         )
         obj, _weight = stitch_groups(
-            np.concatenate(patches), indices[:end], scan, c=c, canvas_shape=canvas_shape
+            np.concatenate(patches), indices[:end], scan, c=c, net=net, canvas_shape=canvas_shape
         )
         yield round(PROGRESS_GOAL * end / len(indices)), obj
 

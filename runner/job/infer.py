@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from attrs import frozen
 
+from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Canonical
 from runner.data.grouping import group_scan, input_scale
 from runner.data.scan import Scan
@@ -88,18 +89,30 @@ def stitch_groups(
     scan: Scan,
     *,
     c: Canonical,
+    net: PtychoPINN,
     canvas_shape: tuple[int, int] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Object and weight of patches ``(G, C, N, N)`` of groups ``indices`` stitched at their scan
-    positions on ``canvas_shape`` (None: the ground truth's shape, else reaching every patch)."""
+    positions on ``canvas_shape`` (None: the ground truth's shape, else reaching every patch),
+    each pixel weighted as ``inference.stitch`` says: 1, or the illumination of ``net``."""
     n = patches.shape[-1]
     flat = indices.reshape(-1)
+    pixel_weight, trim = None, c.inference.trim
+    if c.inference.stitch == "probe":
+        pixel_weight = net.illumination_intensity().cpu().double().numpy()
+        if not pixel_weight[trim : n - trim, trim : n - trim].any():
+            msg = (
+                f'inference.stitch = "probe": the probe is dark over the whole central region '
+                f'that inference.trim = {trim} keeps; lower the trim or stitch by "position"'
+            )
+            raise RunError(msg)
     return stitch(
         patches.reshape(-1, n, n),
         scan.x_px[flat],
         scan.y_px[flat],
-        trim=c.inference.trim,
+        trim=trim,
         canvas_shape=canvas_shape or (None if scan.object is None else scan.object.shape),
+        pixel_weight=pixel_weight,
     )
 
 
@@ -127,7 +140,7 @@ def reconstruct(
         precision=precision,
         progress=progress,
     )
-    obj, weight = stitch_groups(patches, indices, scan, c=c, canvas_shape=canvas_shape)
+    obj, weight = stitch_groups(patches, indices, scan, c=c, net=net, canvas_shape=canvas_shape)
     return Reconstruction(
         obj=obj, weight=weight, x_px=scan.x_px, y_px=scan.y_px, truth=scan.object, input_scale=r
     )

@@ -60,6 +60,11 @@ class PtychoPINN(nn.Module):
         """The normalized probe P̂ ``(N, N)`` complex64."""
         return torch.view_as_complex(self.probe_ri)
 
+    def illumination_intensity(self) -> Tensor:
+        """|M·P̂|² ``(N, N)`` float32: how brightly the model's probe lights each patch pixel."""
+        lit = self.probe if self.mask is None else self.probe * self.mask
+        return lit.abs().square().detach()
+
     def predict_object(self, x: Tensor) -> Tensor:
         """Generator only: ``(B, C, N, N)`` float → object patches ``(B, C, N, N)`` complex64.
 
