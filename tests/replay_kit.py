@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -61,3 +62,17 @@ def assert_same_results(a: Path, b: Path) -> None:
     )
     assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
     assert array_hashes(a / "reconstruction.npz") == array_hashes(b / "reconstruction.npz")
+
+
+def assert_log_continues(resumed: Path, reference: Path, *, step: int) -> None:
+    """A run resumed from global step ``step`` has the uninterrupted run's CSV log rows, in
+    order, but for the per-step row of the checkpoint's own batch (logged after the save)."""
+
+    def rows(run_dir: Path) -> list[dict[str, str]]:
+        with (run_dir / "logs" / "metrics.csv").open(newline="") as file:
+            return list(csv.DictReader(file))
+
+    expected = rows(reference)
+    boundary = [r for r in expected if r["step"] == str(step - 1) and r["train_loss_step"]]
+    assert len(boundary) == 1
+    assert rows(resumed) == [r for r in expected if r is not boundary[0]]

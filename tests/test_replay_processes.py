@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from replay_kit import Run, assert_same_results, compile_lock, sha256
+from replay_kit import Run, assert_log_continues, assert_same_results, compile_lock, sha256
 
 from ptycho_spec.cli import main
 
@@ -89,3 +89,4 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(
     assert main(["resume", str(out)]) == 0
     assert (out / "COMPLETE").is_file() and not list(out.glob("**/.*.tmp"))
     assert_same_results(out, reference.out)
+    assert_log_continues(out, reference.out, step=step)

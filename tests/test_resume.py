@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from replay_kit import RESUMABLE, Run, assert_same_results, compile_lock, run_lock
+from replay_kit import (
+    RESUMABLE,
+    Run,
+    assert_log_continues,
+    assert_same_results,
+    compile_lock,
+    run_lock,
+)
 
 from ptycho_spec.cli import main
 from ptycho_spec.errors import DataError
@@ -82,6 +89,7 @@ class TestExactResume:
         assert main(["resume", str(out)]) == 0
         assert (out / "COMPLETE").is_file()
         assert_same_results(out, reference_run.out)
+        assert_log_continues(out, reference_run.out, step=step)
 
     @pytest.mark.slow
     def test_a_run_stopped_after_training_does_not_train_again(

@@ -69,6 +69,9 @@ def execute(
     """
     c, e = lock.resolved.canonical, lock.resolved.execution
     configure_process(e)
+    if resume_from is not None:
+        # a resume continues the logs and checkpoints it finds (``resume.py``)
+        warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty.*")
     scans = load_scans(c)
     bundle = _load_bundle(c) if c.run.task == "infer" else None
     if rank_zero_only.rank != 0:

@@ -16,11 +16,16 @@ Lightning saves the model, optimizer, schedulers, loop progress, callbacks and t
 loader's ``state_dict`` (``ResumableLoader``: the epoch and the batches consumed). This
 callback adds what it does not save: the RNG states, the running sums behind the epoch means
 logged so far (without them a resumed epoch would report the mean of its remaining batches
-only), and whether early stopping ended training.
+only), whether early stopping ended training, and the CSV logger's rows so far: Lightning
+deletes ``logs/metrics.csv`` when a logger starts in a directory that holds one, so a resumed
+run logs those rows again before its own. A per-step row logged right after the checkpoint's
+step is not in it (Lightning logs a batch's step metrics after its ``on_train_batch_end``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +33,7 @@ from typing import Any, Final
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ptycho_spec.errors import UsageError
@@ -46,6 +52,7 @@ class ResumeCheckpoint(pl.Callback):
         self._saved_step: int | None = None
         self._resuming = False
         self._pending_sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._csv_log = ""
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -91,6 +98,7 @@ class ResumeCheckpoint(pl.Callback):
             "rng": rng_state(),
             "epoch_sums": _epoch_sums(trainer),
             "should_stop": bool(trainer.should_stop),
+            "csv_log": _csv_log(trainer),
         }
 
     def on_load_checkpoint(
@@ -102,6 +110,7 @@ class ResumeCheckpoint(pl.Callback):
         set_rng_state(state["rng"])
         self._pending_sums = dict(state["epoch_sums"])
         trainer.should_stop = state["should_stop"]
+        self._csv_log = state.get("csv_log", "")
         self._saved_step = int(checkpoint["global_step"])
         self._resuming = True
         _forget_train_loader(trainer)
@@ -109,6 +118,36 @@ class ResumeCheckpoint(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._resuming:
             _forget_train_loader(trainer)
+            _replay_csv_log(trainer, self._csv_log)
+
+
+def _csv_log(trainer: pl.Trainer) -> str:
+    """The text of the CSV logger's ``metrics.csv`` so far, flushed first ("" without one)."""
+    logger = trainer.logger
+    if not isinstance(logger, CSVLogger) or not trainer.is_global_zero:
+        return ""
+    logger.save()
+    path = Path(logger.log_dir) / "metrics.csv"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _replay_csv_log(trainer: pl.Trainer, text: str) -> None:
+    """Log the rows of ``text`` (a ``metrics.csv``) again, in order, through the logger."""
+    logger = trainer.logger
+    if not text or not isinstance(logger, CSVLogger):
+        return
+    for row in csv.DictReader(io.StringIO(text)):
+        step = int(row.pop("step"))
+        logger.log_metrics({k: _number(v) for k, v in row.items() if v}, step=step)
+    logger.save()
+
+
+def _number(text: str) -> int | float:
+    """A CSV cell as Lightning wrote it: ``str`` of an int (the epoch) or of a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _forget_train_loader(trainer: pl.Trainer) -> None:
