@@ -24,7 +24,7 @@ from ptycho_spec.resolve import Resolution, absolute_paths, input_paths, resolve
 from ptycho_spec.rules import Context, Finding, check, dedupe
 from ptycho_spec.schema import Resolved, Spec
 from ptycho_spec.tree import KeyPath, dotted, key_path
-from ptycho_spec.validate import build_spec, sort_issues
+from ptycho_spec.validate import sort_issues, walk_spec
 
 
 @frozen
@@ -41,13 +41,13 @@ def check_layers(layers: Sequence[Layer], host: HostFacts) -> Checked:
     layer_warnings = [w for layer in layers for w in layer.warnings]
     try:
         merged = merge(layers)
-        spec = build_spec(merged)
     except SpecError as exc:
         raise SpecError(exc.issues, warnings=sort_issues(layer_warnings)) from None
+    spec, issues = walk_spec(merged)
     ctx = Context(origin=merged.locate, explicit=merged.explicit, installed=host.installed)
-    findings = check(spec, ctx)
+    findings = [f for f in check(spec, ctx) if not f.concerns({i.path for i in issues})]
     warnings = _warnings(layer_warnings, findings)
-    _raise_errors(findings, warnings)
+    _raise_errors([*(Finding(i) for i in issues), *findings], warnings)
     return Checked(spec=spec, merged=merged, warnings=warnings)
 
 

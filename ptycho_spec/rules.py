@@ -8,7 +8,7 @@ are validators in ``schema.py``; rules that need the data live in the resolver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -53,10 +53,21 @@ OPTIONAL_LOGGERS: Final = ("tensorboard", "mlflow")
 
 @frozen
 class Finding:
-    """An error, or a warning that does not stop compilation."""
+    """An error, or a warning that does not stop compilation; ``related`` names the other
+    settings it was judged from."""
 
     issue: SpecIssue
     warning: bool = False
+    related: tuple[str, ...] = ()
+
+    def concerns(self, paths: Collection[str]) -> bool:
+        """Whether any of ``paths`` (dotted keys or tables) is this finding's setting, a related
+        one, or named in its message: a rule judging a setting that failed its own check
+        (it then holds its default) would be judging the wrong value."""
+        named = (self.issue.path, *self.related)
+        return any(
+            n == p or n.startswith(p + ".") or p in self.issue.message for p in paths for n in named
+        )
 
 
 @frozen
@@ -103,7 +114,9 @@ def finding(
     context = "; ".join(_about(spec, ctx, o) for o in others)
     text = f"{message} ({context})" if context else message
     return Finding(
-        SpecIssue(path=path, message=text, origin=at or ctx.origin(key_path(path))), warning
+        SpecIssue(path=path, message=text, origin=at or ctx.origin(key_path(path))),
+        warning,
+        related=others,
     )
 
 

@@ -24,12 +24,21 @@ from ptycho_spec.tree import KeyPath, aliases_of, dotted, fields_of, is_section,
 
 def build_spec(merged: Merged) -> Spec:
     """The spec the merged layers describe; ``SpecError`` lists every problem found."""
+    spec, issues = walk_spec(merged)
+    if issues:
+        raise SpecError(sort_issues(issues))
+    return spec
+
+
+def walk_spec(merged: Merged) -> tuple[Spec, list[SpecIssue]]:
+    """The spec the merged layers describe and every problem found on the way. A setting
+    with a problem keeps its default in the spec, so the cross-field rules can still judge
+    the rest in the same pass (``compile.check_layers``)."""
     walk = _Walk(merged, [issue for layer in merged.layers for issue in layer.issues])
     sections = walk.table(Spec, merged.tree, ())
-    if walk.issues:
-        raise SpecError(sort_issues(walk.issues))
     top = merged.top
-    return Spec(spec_version=SPEC_VERSION, extends=top.extends if top else (), **sections)
+    spec = Spec(spec_version=SPEC_VERSION, extends=top.extends if top else (), **sections)
+    return spec, walk.issues
 
 
 def sort_issues(issues: list[SpecIssue]) -> list[SpecIssue]:
@@ -54,28 +63,26 @@ class _Walk:
     issues: list[SpecIssue]
 
     def table(self, cls: type, table: Mapping[str, Any], prefix: KeyPath) -> dict[str, Any]:
-        """Structured field values of one table."""
+        """Structured field values of one table; a value with a problem is left out."""
         fields = fields_of(cls)
         values: dict[str, Any] = {}
         for key, raw in table.items():
             path = (*prefix, key)
             attribute = fields.get(key)
+            before = len(self.issues)
             if attribute is None or (cls is Spec and key in FILE_KEYS):
                 self.issues.append(_unknown(cls, key, path, self.merged))
-            elif is_section(attribute):
-                values[key] = self.section(attribute, raw, path)
-            else:
-                values[key] = self.leaf(attribute, raw, path)
+                continue
+            value = (self.section if is_section(attribute) else self.leaf)(attribute, raw, path)
+            if len(self.issues) == before or (is_section(attribute) and value is not None):
+                values[key] = value
         return values
 
     def section(self, attribute: attrs.Attribute[Any], raw: Any, path: KeyPath) -> Any:
-        """A sub-table's instance, or None when it (or anything in it) is wrong."""
+        """A sub-table's instance from its valid settings, or None when it is no table."""
         if not isinstance(raw, Mapping):
             return self.problem(path, f"expected a table (got {show(raw)})")
-        cls = section_class(attribute)
-        before = len(self.issues)
-        values = self.table(cls, raw, path)
-        return cls(**values) if len(self.issues) == before else None
+        return section_class(attribute)(**self.table(section_class(attribute), raw, path))
 
     def leaf(self, attribute: attrs.Attribute[Any], raw: Any, path: KeyPath) -> Any:
         """A setting structured by the converter and checked by its own validators."""

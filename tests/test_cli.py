@@ -56,12 +56,14 @@ class TestValidate:
     def test_every_problem_one_line_each(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """An invalid spec exits 2 with one FILE:LINE diagnostic per problem, no traceback."""
+        """An invalid spec exits 2 with one FILE:LINE diagnostic per problem, no traceback:
+        field errors and cross-field rule errors in one pass."""
         bad = tmp_path / "bad.toml"
         bad.write_text('spec_version = 1\n[training]\nnepoch = 3\nbatch_size = "x"\n')
         assert main(["validate", str(bad)]) == 2
         err = capsys.readouterr().err
         assert err.splitlines() == [
+            f'{bad}: data.source: is required: "npz", "simulate" or "ptychodus"',
             f'{bad}:3: training.nepoch: unknown key; did you mean "nepochs"?',
             f'{bad}:4: training.batch_size: expected an integer (got "x")',
         ]

@@ -146,6 +146,38 @@ class TestValidateSpec:
         checked = validate_spec(str(project / "specs" / "run.toml"), environ={})
         assert checked.spec.training.nepochs == 2
 
+    def test_field_and_rule_errors_in_one_pass(self, tmp_path: Path) -> None:
+        """Field errors and the cross-field rules' errors come together; a rule that would
+        judge a setting which failed its own check (it holds its default) stays silent."""
+        spec = tmp_path / "s.toml"
+        spec.write_text(
+            toml(
+                {
+                    "data": {"source": "npz", "n_groups": -3},
+                    "model": {"gridsize": "two"},
+                    "training": {"scheduler": "plateau", "exponential_gamma": 0.5},
+                    "execution": {"num_workers": 0, "persistent_workers": True},
+                }
+            )
+        )
+        with pytest.raises(SpecError) as caught:
+            validate_spec(str(spec), environ={})
+        assert {(i.path, i.message.split(" (")[0]) for i in caught.value.issues} == {
+            ("data.n_groups", "must be ≥ 1"),
+            ("model.gridsize", "expected an integer"),
+            ("data.train_file", "is required to train"),
+            ("data.test_file", "is required for inference"),
+            ("training.exponential_gamma", "has no effect here; remove it"),
+            ("execution.persistent_workers", "needs worker processes"),
+        }
+        # data.neighbor_count would be judged against the default gridsize 1: not reported
+        spec.write_text(
+            toml({"data": {"source": "simulate", "neighbor_count": 4}, "model": {"gridsize": 0}})
+        )
+        with pytest.raises(SpecError) as caught:
+            validate_spec(str(spec), environ={})
+        assert [i.path for i in caught.value.issues] == ["model.gridsize"]
+
     def test_warnings_are_returned(self, tmp_path: Path) -> None:
         """Deprecations come back as warnings; nothing is printed."""
         (tmp_path / "s.toml").write_text(
