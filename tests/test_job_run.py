@@ -15,6 +15,7 @@ from runspec import write_spec
 from ptycho_spec.cli import main
 from ptycho_spec.lock import read_lock
 from runner.job.bundle import MEMBERS, read_bundle
+from runner.job.execute import COLLAPSE_WARNING
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
 
@@ -65,7 +66,7 @@ class TestTasks:
         assert (trained / "logs" / "metrics.csv").is_file()
         assert any((trained / "checkpoints").glob("*.ckpt"))
         metrics = json.loads((trained / "metrics.json").read_text())
-        assert len(metrics["history"]) == 2
+        assert len(metrics["history"]) == 2 and "warnings" not in metrics
         assert set(metrics["reconstruction"]) == {"amplitude", "phase"}
         with np.load(trained / "reconstruction.npz") as rec:
             assert (
@@ -114,6 +115,14 @@ class TestTasks:
             lit, covered = probe["weight"] > 0, position["weight"] > 0
             assert lit.sum() > covered.sum() / 2 and not (lit & ~covered).any()
             assert not np.allclose(probe["object"][lit], position["object"][lit])
+
+    def test_a_flat_result_warns(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A run that ends on a flat object says so, on stderr and in metrics.json."""
+        spec = write_spec(tmp_path, task="train")
+        out = tmp_path / "run"
+        assert main(["run", str(spec), "--out", str(out), "--set=training.learning_rate=1e-9"]) == 0
+        assert f"warning: {COLLAPSE_WARNING}" in capsys.readouterr().err
+        assert json.loads((out / "metrics.json").read_text())["warnings"] == [COLLAPSE_WARNING]
 
     def test_infer_refuses_model_settings(
         self, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

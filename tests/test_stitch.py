@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
 import numpy as np
 import pytest
 import torch
@@ -130,67 +127,3 @@ class TestStitch:
     def test_trim_bounds(self) -> None:
         with pytest.raises(ValueError, match="trim"):
             stitch(np.ones((1, 8, 8), np.complex64), np.array([4.0]), np.array([4.0]), trim=4)
-
-
-class TestStitchGroups:
-    """``inference.stitch`` as the runner applies it to a model's patches."""
-
-    def canonical(self, make_model: Any, *, stitch: str, trim: int) -> Any:
-        from ptycho_spec.schema import Canonical, Inference
-
-        return attrs.evolve(
-            Canonical(), model=make_model(), inference=Inference(stitch=stitch, trim=trim)
-        )
-
-    def net(self, make_model: Any, probe: np.ndarray) -> Any:
-        from runner.models.pinn import PtychoPINN
-        from runner.physics.scaling import ScalingConstants
-
-        return PtychoPINN(
-            model=make_model(),
-            probe=torch.from_numpy(probe),
-            scaling=ScalingConstants(
-                input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=1.0
-            ),
-        )
-
-    def test_probe_weighting_uses_the_models_illumination(
-        self, make_model: Any, tiny_scan: Any
-    ) -> None:
-        """stitch = "probe" is ``stitch`` with the model's |P̂|² as pixel weight."""
-        from runner.job.infer import stitch_groups
-
-        net = self.net(make_model, tiny_scan.probe)
-        patches = np.random.default_rng(0).normal(size=(4, 1, 64, 64)).astype(np.complex64)
-        indices = np.arange(4)[:, None]
-        c = self.canonical(make_model, stitch="probe", trim=8)
-        got, weight = stitch_groups(patches, indices, tiny_scan, c=c, net=net, canvas_shape=None)
-        expected, expected_weight = stitch(
-            patches[:, 0],
-            tiny_scan.x_px[:4],
-            tiny_scan.y_px[:4],
-            trim=8,
-            canvas_shape=tiny_scan.object.shape,
-            pixel_weight=np.abs(net.probe.numpy()) ** 2,
-        )
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(weight, expected_weight, rtol=1e-5)
-
-    def test_dark_core_is_refused(self, make_model: Any, tiny_scan: Any) -> None:
-        """A probe dark over all the kept region cannot weight anything: a clear RunError."""
-        from ptycho_spec.errors import RunError
-        from runner.job.infer import stitch_groups
-
-        ring = np.ones((64, 64), np.complex64)
-        ring[8:56, 8:56] = 0
-        c = self.canonical(make_model, stitch="probe", trim=8)
-        patches = np.ones((1, 1, 64, 64), np.complex64)
-        with pytest.raises(RunError, match="dark over the whole central region"):
-            stitch_groups(
-                patches,
-                np.zeros((1, 1), int),
-                tiny_scan,
-                c=c,
-                net=self.net(make_model, ring),
-                canvas_shape=None,
-            )

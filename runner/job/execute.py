@@ -8,6 +8,7 @@ is written last. Under DDP every rank trains, and only global rank 0 writes.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,11 +27,18 @@ from ptycho_spec.schema import Canonical, Execution
 from runner.interop.ptychodus_product import PRODUCT_OUTPUT, loss_values, write_product
 from runner.job import outputs, rundir
 from runner.job.bundle import Bundle, read_bundle, write_bundle
-from runner.job.infer import Reconstruction, reconstruct, score
+from runner.job.infer import Reconstruction, collapsed, reconstruct, score
 from runner.job.prepare import Scans, load_scans, training_set
 from runner.job.train import train
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
+
+COLLAPSE_WARNING = (
+    "training ended on a flat object: the generator's amplitude and phase are nearly constant "
+    "over most patches (saturated or dead units, or too little training); lower "
+    'training.learning_rate, use training.scheduler = "warmup_cosine" or '
+    "training.gradient_clip_val, or train longer"
+)
 
 
 def configure_process(execution: Execution) -> None:
@@ -121,6 +129,9 @@ def _train_and_reconstruct(
             "n_val_groups": len(ts.val_ids),
         }
         net = module.net
+        if collapsed(net, scans.train, c=c, device=device_for(e), precision=e.precision):
+            report["warnings"] = [COLLAPSE_WARNING]
+            print(f"warning: {COLLAPSE_WARNING}", file=sys.stderr)
     if c.run.task != "train":
         n_groups = c.data.n_groups if c.run.task == "infer" else None
         rec = reconstruct(

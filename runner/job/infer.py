@@ -146,6 +146,39 @@ def reconstruct(
     )
 
 
+COLLAPSE_GROUPS = 64  # groups sampled by ``collapsed``
+FLAT_AMPLITUDE = 1e-3  # within-patch std of the amplitude (relative above 1) that is flat
+FLAT_PHASE_RAD = 1e-2  # within-patch std of the phase that is flat
+
+
+def collapsed(
+    net: PtychoPINN, scan: Scan, *, c: Canonical, device: torch.device, precision: str
+) -> bool:
+    """Whether the generator maps most of the first groups of ``scan`` to patches flat in
+    both amplitude and phase over their centre (the central N/2 × N/2, where the probe is
+    bright): the flat-object solution a run can sink into when its output heads saturate or
+    its features die, or stay in when it trains too little (zero output layers start flat).
+    A healthy generator's patches vary by ~10⁻¹ in both on the lines objects."""
+    n = c.model.N
+    x, _r = network_input(scan, n)
+    indices = inference_groups(c, scan, n_groups=min(COLLAPSE_GROUPS, len(scan.x_px)))
+    patches = predict_patches(
+        net,
+        x,
+        indices,
+        batch_size=COLLAPSE_GROUPS,
+        device=device,
+        precision=precision,
+        progress=False,
+    )
+    centre = patches[..., n // 4 : n - n // 4, n // 4 : n - n // 4]
+    amplitude, phase = np.abs(centre), np.angle(centre)
+    scale = np.maximum(amplitude.mean(axis=(-2, -1)), 1.0)
+    flat_amplitude = amplitude.std(axis=(-2, -1)) <= FLAT_AMPLITUDE * scale
+    flat_phase = phase.std(axis=(-2, -1)) <= FLAT_PHASE_RAD
+    return bool(np.mean(flat_amplitude & flat_phase) >= 0.5)
+
+
 def score(rec: Reconstruction) -> dict[str, float] | None:
     """Reconstruction metrics against the ground truth, when there is one."""
     if rec.truth is None:
