@@ -348,8 +348,9 @@ def _check_agreement(settings: Sequence[Setting]) -> None:
 
 
 def set_arguments(settings: Sequence[Setting]) -> list[str]:
-    """``section.key=value`` strings, values in TOML syntax."""
-    return [f"{s.key}={tomli_w.dumps({'v': s.value})[4:].strip()}" for s in settings]
+    """``section.key=value # --flag`` strings, values in TOML syntax; the TOML comment names
+    the flag, so the lock's provenance and any diagnostic say which flag set the key."""
+    return [f"{s.key}={tomli_w.dumps({'v': s.value})[4:].strip()} # {s.flag}" for s in settings]
 
 
 # --- running and printing -------------------------------------------------------------------

@@ -126,6 +126,7 @@ class TestTranslate:
         for entry in sets:
             key, value = entry.split("=", 1)
             assert tomllib.loads(f"v = {value}")["v"] == found[key]
+            assert entry.endswith(" # --x")
 
 
 def _setting(key: str, value: Any) -> Any:
@@ -251,7 +252,10 @@ class TestRun:
         assert code == 0 and (out / "model.bundle").is_file()
         assert (out / "reconstruction.npz").is_file()
         lock = (out / "run.lock.toml").read_text()
-        assert re.search(r'"training.nepochs" = \{ detail = "--set training.nepochs=1"', lock)
+        # the provenance names the flag that set each key
+        assert re.search(
+            r'"training.nepochs" = \{ detail = "--set training.nepochs=1 # --nepochs"', lock
+        )
         code = inference_main(
             [
                 "--model_path",
