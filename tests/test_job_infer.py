@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ptycho_spec.schema import Canonical, Inference
+from runner.data.grouping import input_scale
 from runner.job.infer import collapsed, stitch_groups
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
@@ -75,6 +76,12 @@ def _output_layers(net: PtychoPINN) -> list[nn.Conv2d]:
     return [m for m in net.generator.modules() if isinstance(m, nn.Conv2d) and not m.weight.any()]
 
 
+def collapse_args(c: Canonical, scan: Any) -> dict[str, Any]:
+    """``collapsed``'s settings for a CPU check of ``scan`` scaled as training would scale it."""
+    scaling = attrs.evolve(UNIT, input_scale=input_scale(scan.amplitude, c.model.N))
+    return {"c": c, "scaling": scaling, "device": torch.device("cpu"), "precision": "32-true"}
+
+
 class TestCollapsed:
     """``collapsed``: most patches flat in amplitude and phase over their lit centre."""
 
@@ -82,7 +89,7 @@ class TestCollapsed:
         """Zero output layers: every patch is amplitude ½, phase 0."""
         c = canonical(make_model)
         net = net_for(make_model, tiny_scan.probe)
-        assert collapsed(net, tiny_scan, c=c, device=torch.device("cpu"), precision="32-true")
+        assert collapsed(net, tiny_scan, **collapse_args(c, tiny_scan))
 
     def test_varied_then_saturated(self, make_model: Any, tiny_scan: Any) -> None:
         """Output layers with weights make patches vary; huge output biases saturate the
@@ -95,7 +102,7 @@ class TestCollapsed:
         with torch.no_grad():
             for conv in outputs:
                 nn.init.normal_(conv.weight, std=0.05)
-        kwargs = {"c": c, "device": torch.device("cpu"), "precision": "32-true"}
+        kwargs = collapse_args(c, tiny_scan)
         assert not collapsed(net, tiny_scan, **kwargs)
         with torch.no_grad():
             for conv in outputs:

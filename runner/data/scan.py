@@ -78,8 +78,10 @@ class Scan:
     def __len__(self) -> int:
         return int(self.amplitude.shape[0])
 
-    def masked_amplitude(self) -> np.ndarray:
-        """``(M, N, N)`` float32 amplitudes with bad pixels set to 0 (the network's input)."""
+    def masked_amplitude(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(M, N, N)`` float32 amplitudes (of patterns ``rows`` only, when given) with bad
+        pixels set to 0 (the network's input)."""
+        amplitude = self.amplitude if rows is None else self.amplitude[rows]
         if self.valid_mask is None:
-            return self.amplitude
-        return np.where(self.valid_mask, self.amplitude, np.float32(0))
+            return amplitude
+        return np.where(self.valid_mask, amplitude, np.float32(0))

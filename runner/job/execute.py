@@ -129,7 +129,10 @@ def _train_and_reconstruct(
             "n_val_groups": len(ts.val_ids),
         }
         net = module.net
-        if collapsed(net, scans.train, c=c, device=device_for(e), precision=e.precision):
+        device = device_for(e)
+        if collapsed(
+            net, scans.train, c=c, scaling=ts.scaling, device=device, precision=e.precision
+        ):
             report["warnings"] = [COLLAPSE_WARNING]
             print(f"warning: {COLLAPSE_WARNING}", file=sys.stderr)
     if c.run.task != "train":

@@ -12,6 +12,7 @@ from runner.data.grouping import group_scan, input_scale
 from runner.data.scan import Scan
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
+from runner.physics.scaling import ScalingConstants
 from runner.reconstruct.stitch import stitch
 
 
@@ -152,20 +153,28 @@ FLAT_PHASE_RAD = 1e-2  # within-patch std of the phase that is flat
 
 
 def collapsed(
-    net: PtychoPINN, scan: Scan, *, c: Canonical, device: torch.device, precision: str
+    net: PtychoPINN,
+    scan: Scan,
+    *,
+    c: Canonical,
+    scaling: ScalingConstants,
+    device: torch.device,
+    precision: str,
 ) -> bool:
     """Whether the generator maps most of the first groups of ``scan`` to patches flat in
     both amplitude and phase over their centre (the central N/2 × N/2, where the probe is
     bright): the flat-object solution a run can sink into when its output heads saturate or
     its features die, or stay in when it trains too little (zero output layers start flat).
-    A healthy generator's patches vary by ~10⁻¹ in both on the lines objects."""
+    A healthy generator's patches vary by ~10⁻¹ in both on the lines objects. Only the
+    sampled patterns are scaled into network units (by the training's ``scaling``)."""
     n = c.model.N
-    x, _r = network_input(scan, n)
     indices = inference_groups(c, scan, n_groups=min(COLLAPSE_GROUPS, len(scan.x_px)))
+    rows, local = np.unique(indices, return_inverse=True)
+    x = torch.from_numpy(scaling.network_input(scan.masked_amplitude(rows)))
     patches = predict_patches(
         net,
         x,
-        indices,
+        local.reshape(indices.shape),
         batch_size=COLLAPSE_GROUPS,
         device=device,
         precision=precision,
