@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 TINY = """\
 spec_version = 1
@@ -54,3 +57,25 @@ def write_spec(
     text = TINY.format(task=task, gridsize=gridsize, nepochs=nepochs, execution=execution)
     path.write_text(text + extra)
     return path
+
+
+def write_npz_run(
+    folder: Path, *, name: str, diff3d: np.ndarray | None = None, **extra: Any
+) -> Path:
+    """A 4-pattern NPZ ``folder/name.npz`` (``diff3d`` ones unless given, plus ``extra``
+    arrays) and a spec ``folder/name.toml`` that trains on it; returns the spec."""
+    data = folder / f"{name}.npz"
+    np.savez(
+        data,
+        diff3d=np.ones((4, 64, 64), np.float32) if diff3d is None else diff3d,
+        xcoords=np.arange(4.0) + 40,
+        ycoords=np.full(4, 40.0),
+        probeGuess=np.ones((64, 64), np.complex64),
+        **extra,
+    )
+    spec = folder / f"{name}.toml"
+    spec.write_text(
+        f'spec_version = 1\n[data]\nsource = "npz"\ntrain_file = "{data}"\n'
+        'test_fraction = 0.5\nn_groups = "all"\n[execution]\naccelerator = "cpu"\n'
+    )
+    return spec

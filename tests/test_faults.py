@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tomli_w
 import torch
-from runspec import write_spec
+from runspec import write_npz_run, write_spec
 
 from ptycho_spec import __version__
 from ptycho_spec.cli import main
@@ -341,22 +341,9 @@ def test_an_object_array_npz_exits_4_without_running_code(
 ) -> None:
     """An NPZ holding a pickled object array (with a payload): exit 4 naming the array."""
     marker = tmp_path / "payload-ran"
-    data = tmp_path / "train.npz"
     payload = np.empty(1, dtype=object)
     payload[0] = Payload(marker)
-    np.savez(
-        data,
-        diff3d=np.ones((4, 64, 64), np.float32),
-        xcoords=np.arange(4.0) + 40,
-        ycoords=np.full(4, 40.0),
-        probeGuess=np.ones((64, 64), np.complex64),
-        extra=payload,
-    )
-    spec = tmp_path / "spec.toml"
-    spec.write_text(
-        f'spec_version = 1\n[data]\nsource = "npz"\ntrain_file = "{data}"\n'
-        'test_fraction = 0.5\nn_groups = "all"\n[execution]\naccelerator = "cpu"\n'
-    )
+    spec = write_npz_run(tmp_path, name="train", extra=payload)
     assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 4
     err = capsys.readouterr().err
     assert "extra: object arrays are not allowed" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runspec import write_spec
+from runspec import write_npz_run, write_spec
 
 from ptycho_spec.cli import main
 from ptycho_spec.lock import read_lock
@@ -209,21 +209,9 @@ class TestRunDirectory:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """Non-finite diffraction data is exit code 4, and no run directory appears."""
-        data = tmp_path / "bad.npz"
         amplitude = np.ones((4, 64, 64), np.float32)
         amplitude[1, 3, 3] = np.nan
-        np.savez(
-            data,
-            diff3d=amplitude,
-            xcoords=np.arange(4.0) + 40,
-            ycoords=np.full(4, 40.0),
-            probeGuess=np.ones((64, 64), np.complex64),
-        )
-        spec = tmp_path / "bad.toml"
-        spec.write_text(
-            f'spec_version = 1\n[data]\nsource = "npz"\ntrain_file = "{data}"\ntest_fraction = 0.5\n'
-            'n_groups = "all"\n[execution]\naccelerator = "cpu"\n'
-        )
+        spec = write_npz_run(tmp_path, name="bad", diff3d=amplitude)
         assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 4
         err = capsys.readouterr().err
         assert "bad.npz" in err and "diff3d" in err and "Traceback" not in err
