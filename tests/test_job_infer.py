@@ -108,3 +108,17 @@ class TestCollapsed:
             for conv in outputs:
                 conv.bias.fill_(1e3)
         assert collapsed(net, tiny_scan, **kwargs)
+
+
+class TestSplitScan:
+    @pytest.mark.parametrize(("m", "fraction"), [(25, 0.2), (3, 0.99), (3, 0.01), (9, 0.5)])
+    def test_counts_are_the_locks(self, tiny_scan: Any, m: int, fraction: float) -> None:
+        """The runner splits a file into the (train, test) counts the compiler locked, the test
+        patterns being those with the largest y."""
+        from ptycho_spec.resolve import split_counts
+        from runner.job.prepare import split_scan, subset
+
+        scan = subset(tiny_scan, np.arange(m))
+        train, test = split_scan(scan, fraction)
+        assert (len(train.x_px), len(test.x_px)) == split_counts(m, fraction)
+        assert train.y_px.max() <= test.y_px.min()

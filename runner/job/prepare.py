@@ -12,6 +12,7 @@ import torch
 from attrs import frozen
 
 from ptycho_spec.errors import DataError
+from ptycho_spec.resolve import split_counts
 from ptycho_spec.schema import Canonical
 from runner.data.grouping import Groups, group_scan
 from runner.data.npz import read_npz
@@ -85,11 +86,11 @@ def split_scan(scan: Scan, test_fraction: float) -> tuple[Scan, Scan]:
     of interleaved, overlapping positions would not.
     """
     order = np.argsort(scan.y_px, kind="stable")
-    n_test = max(1, round(test_fraction * len(order)))
-    if n_test >= len(order):
-        msg = f"test_fraction {test_fraction} leaves no training patterns"
+    n_train, n_test = split_counts(len(order), test_fraction)  # the counts the lock recorded
+    if n_train == 0 or n_test == 0:
+        msg = f"{len(order)} pattern(s) cannot be split into training and test patterns"
         raise DataError(msg, path=scan.source)
-    return subset(scan, np.sort(order[:-n_test])), subset(scan, np.sort(order[-n_test:]))
+    return subset(scan, np.sort(order[:n_train])), subset(scan, np.sort(order[n_train:]))
 
 
 def subset(scan: Scan, keep: np.ndarray) -> Scan:
