@@ -12,7 +12,7 @@ from runner.data.grouping import group_scan, input_scale
 from runner.data.scan import Scan
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import ScalingConstants, to_network_units
 from runner.reconstruct.stitch import stitch
 
 
@@ -81,7 +81,7 @@ def network_input(scan: Scan, n: int) -> tuple[torch.Tensor, float]:
     """Inputs x = r·X ``(M, N, N)`` float32 of a scan (bad pixels zeroed) and its scale r."""
     amplitude = scan.masked_amplitude()
     r = input_scale(amplitude, n)
-    return torch.from_numpy((amplitude.astype(np.float64) * r).astype(np.float32)), r
+    return torch.from_numpy(to_network_units(amplitude, r)), r
 
 
 def stitch_groups(

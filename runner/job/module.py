@@ -30,12 +30,16 @@ def logged_metrics(training: Training, model: Model, *, has_validation: bool) ->
 def _term_names(training: Training, model: Model) -> list[str]:
     if model.model_type == "supervised":
         return ["supervised"]
-    weights = {
+    return [name for name, w in loss_weights(training).items() if w > 0]
+
+
+def loss_weights(training: Training) -> dict[str, float]:
+    """Weight of each physics loss term, by the name it is logged under."""
+    return {
         "poisson": training.nll_weight,
         "mae": training.mae_weight,
         "tv": training.realspace_weight,
     }
-    return [name for name, w in weights.items() if w > 0]
 
 
 class PtychoModule(pl.LightningModule):
@@ -67,11 +71,7 @@ class PtychoModule(pl.LightningModule):
         if compile_generator:
             self.net.generator = torch.compile(self.net.generator)
         self.register_buffer("valid_mask", valid_mask, persistent=False)
-        self.weights = {
-            "poisson": training.nll_weight,
-            "mae": training.mae_weight,
-            "tv": training.realspace_weight,
-        }
+        self.weights = loss_weights(training)
 
     def terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each active loss term for one batch (unweighted)."""

@@ -140,9 +140,12 @@ def training_set(c: Canonical, scan: Scan) -> TrainingSet:
     )
 
 
-def group_batches(ts: TrainingSet, ids: np.ndarray, *, supervised: bool) -> GroupBatches:
-    """A dataset over the groups ``ids``: inputs in network units, relative coordinates and,
-    for supervised training, the ground-truth object patches."""
+def group_datasets(
+    ts: TrainingSet, *, supervised: bool
+) -> tuple[GroupBatches, GroupBatches | None]:
+    """Datasets over the training and the validation groups (None without any), sharing one
+    copy of the inputs in network units, the relative coordinates and, for supervised
+    training, the ground-truth object patches."""
     tensors = {"x": torch.from_numpy(ts.scaling.network_input(ts.scan.masked_amplitude()))}
     if supervised:
         if ts.scan.object is None:
@@ -154,8 +157,12 @@ def group_batches(ts: TrainingSet, ids: np.ndarray, *, supervised: bool) -> Grou
             torch.from_numpy(ts.scan.y_px),
             ts.scan.N,
         )
-    return GroupBatches(
-        tensors=tensors,
-        indices=torch.from_numpy(ts.groups.indices[ids]),
-        per_group={"relative": torch.from_numpy(ts.groups.relative[ids].astype(np.float32))},
-    )
+
+    def over(ids: np.ndarray) -> GroupBatches:
+        return GroupBatches(
+            tensors=tensors,
+            indices=torch.from_numpy(ts.groups.indices[ids]),
+            per_group={"relative": torch.from_numpy(ts.groups.relative[ids].astype(np.float32))},
+        )
+
+    return over(ts.train_ids), (over(ts.val_ids) if len(ts.val_ids) else None)

@@ -18,7 +18,7 @@ from ptycho_spec.schema import Canonical, Execution
 from runner.job import effective
 from runner.job.bundle import Bundle
 from runner.job.module import PtychoModule, logged_metrics
-from runner.job.prepare import TrainingSet, group_batches
+from runner.job.prepare import TrainingSet, group_datasets
 from runner.job.sampling import EpochSampler, make_loader
 from runner.job.trainer import build_trainer, check_monitor
 
@@ -32,11 +32,9 @@ class GroupsDataModule(pl.LightningDataModule):
 
     def __init__(self, ts: TrainingSet, *, c: Canonical, execution: Execution) -> None:
         super().__init__()
-        self.ts, self.c, self.execution = ts, c, execution
-        supervised = c.model.model_type == "supervised"
-        self.train_set = group_batches(ts, ts.train_ids, supervised=supervised)
-        self.val_set = (
-            group_batches(ts, ts.val_ids, supervised=supervised) if len(ts.val_ids) else None
+        self.c, self.execution = c, execution
+        self.train_set, self.val_set = group_datasets(
+            ts, supervised=c.model.model_type == "supervised"
         )
 
     def _loader(self, dataset: Any, *, shuffle: bool) -> DataLoader:

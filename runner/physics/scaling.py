@@ -55,4 +55,9 @@ class ScalingConstants:
 
     def network_input(self, amplitude: np.ndarray) -> np.ndarray:
         """x = r·X: measured amplitudes ``(..., N, N)`` → network units, float32."""
-        return (np.asarray(amplitude, dtype=np.float64) * self.input_scale).astype(np.float32)
+        return to_network_units(amplitude, self.input_scale)
+
+
+def to_network_units(amplitude: np.ndarray, r: float) -> np.ndarray:
+    """x = r·X ``(..., N, N)`` float32, multiplied in float64."""
+    return (np.asarray(amplitude, dtype=np.float64) * r).astype(np.float32)
