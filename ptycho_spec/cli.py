@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except SpecError as exc:
-        _print_spec_error(exc)
+        print_spec_error(exc)
         return exc.exit_code
     except PtychoSpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -72,7 +72,8 @@ def _print_issues(issues: Sequence[SpecIssue], prefix: str = "") -> None:
         print(prefix + issue.render(), file=sys.stderr)
 
 
-def _print_spec_error(exc: SpecError) -> None:
+def print_spec_error(exc: SpecError) -> None:
+    """Every issue of an invalid spec, then the warnings found beside them, on stderr."""
     _print_issues(exc.issues)
     _print_warnings(exc.warnings)
 
@@ -110,7 +111,7 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             checked = validate_spec(path, args.sets)
         except SpecError as exc:
-            _print_spec_error(exc)
+            print_spec_error(exc)
             status = status or exc.exit_code
             continue
         _print_warnings(checked.warnings)

@@ -25,7 +25,7 @@ import tomli_w
 from attrs import field, frozen
 
 from ptycho_spec.bases import base_spec
-from ptycho_spec.cli import _add_sets
+from ptycho_spec.cli import _add_sets, print_spec_error
 from ptycho_spec.cli import main as cli_main
 from ptycho_spec.errors import SpecError, UsageError
 
@@ -391,8 +391,7 @@ def _run_command(
         sets = [*set_arguments(settings), *args.sets]
         text = equivalent_spec(target, sets) if args.print_spec else None
     except SpecError as exc:
-        for issue in exc.issues:
-            print(issue.render(), file=sys.stderr)
+        print_spec_error(exc)
         return exc.exit_code
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

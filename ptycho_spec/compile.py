@@ -53,7 +53,12 @@ def check_layers(layers: Sequence[Layer], host: HostFacts) -> Checked:
 
 def compile_run(layers: Sequence[Layer], facts: InputFacts, host: HostFacts) -> Lock:
     """Resolve layers against input and host facts into a lock (warnings ride along)."""
-    checked = check_layers(layers, host)
+    return _resolve_checked(layers, check_layers(layers, host), facts, host)
+
+
+def _resolve_checked(
+    layers: Sequence[Layer], checked: Checked, facts: InputFacts, host: HostFacts
+) -> Lock:
     resolution = resolve(checked.spec, checked.merged, facts, host)
     findings = list(resolution.findings)
     if resolution.resolved is not None:
@@ -126,7 +131,7 @@ def compile_layers(layers: Sequence[Layer], host: HostFacts) -> Lock:
     checked = check_layers(layers, host)
     spec = absolute_paths(checked.spec, checked.merged, host.cwd)
     _check_files_exist(spec, checked.merged)
-    return compile_run(layers, read_inputs(input_paths(spec)), host)
+    return _resolve_checked(layers, checked, read_inputs(input_paths(spec)), host)
 
 
 _ROLE_KEYS: Final = MappingProxyType(

@@ -187,7 +187,7 @@ def read_scan_npz(path: str, role: str) -> DataFile:
         _check_coords(path, key, arrays, n_patterns)
     with _open_npz(path) as npz:
         scan = _scan_facts(path, npz, dkey, has_object="objectGuess" in arrays)
-        _check_finite(path, "probeGuess", npz["probeGuess"])
+        check_finite(path, "probeGuess", npz["probeGuess"])
     return DataFile(input=_data_input(path, role, arrays), probe_side=side, scan=scan)
 
 
@@ -196,7 +196,7 @@ def read_probe_npz(path: str) -> DataFile:
     arrays = npz_arrays(path)
     side = _probe_side(path, arrays)
     with _open_npz(path) as npz:
-        _check_finite(path, "probeGuess", npz["probeGuess"])
+        check_finite(path, "probeGuess", npz["probeGuess"])
     return DataFile(input=_data_input(path, "probe", arrays), probe_side=side)
 
 
@@ -313,7 +313,8 @@ def _check_kind(path: str, key: str, info: ArrayInfo, kinds: str) -> None:
         raise DataError(msg, path=path, key=key)
 
 
-def _check_finite(path: str, key: str, values: Any) -> None:
+def check_finite(path: str, key: str, values: Any) -> None:
+    """A ``DataError`` naming file and key when ``values`` hold NaN or inf."""
     np = _numpy()
     if not np.isfinite(values).all():
         msg = "holds non-finite values (NaN or inf)"
@@ -323,12 +324,12 @@ def _check_finite(path: str, key: str, values: Any) -> None:
 def _scan_facts(path: str, npz: Any, dkey: str, *, has_object: bool) -> ScanFacts:
     np = _numpy()
     data = npz[dkey]
-    _check_finite(path, dkey, data)
+    check_finite(path, dkey, data)
     if (data < 0).any():
         msg = "holds negative values"
         raise DataError(msg, path=path, key=dkey)
     for key in ("xcoords", "ycoords"):
-        _check_finite(path, key, npz[key])
+        check_finite(path, key, npz[key])
     counts = _is_counts(np, data)
     mean_counts = float(data.sum(axis=(1, 2), dtype=np.float64).mean()) if counts else None
     return ScanFacts(

@@ -157,7 +157,6 @@ _V0_UNSUPPORTED: Final = MappingProxyType(
         "torch_mae_pred_l2_match_target": False,
         "enable_oversampling": False,
         "neighbor_pool_size": None,
-        "architecture": "cnn",
         "fno_modes": 12,
         "fno_width": 32,
         "fno_blocks": 4,
@@ -236,6 +235,10 @@ def _v0_unsupported(key: str, value: Any, issues: list[SpecIssue], notes: list[s
 def _v0_value(key: str, value: Any, issues: list[SpecIssue]) -> Any:
     if key == "gradient_clip_algorithm" and value == "agc":
         issues.append(SpecIssue(key, '"agc" cannot be represented in spec v1 ("norm" or "value")'))
+    if key == "architecture" and value != "cnn":
+        issues.append(
+            SpecIssue(key, f'= {_shown(value)} cannot be represented in spec v1 (only "cnn")')
+        )
     if key == "amp_activation" and isinstance(value, str):
         return value.lower()  # PtychoPINN spells it "SiLU" as well as "silu" and "swish"
     return value

@@ -34,6 +34,7 @@ import numpy as np
 from attrs import frozen
 
 from ptycho_spec.errors import DataError
+from ptycho_spec.facts import ZIP_ERRORS, check_finite
 from ptycho_spec.lock import ArrayInfo
 
 # ptychodus ``ProductFileKeys`` and ``DiffractionFileKeys`` (api/io.py).
@@ -185,14 +186,8 @@ def _complex(path: str, key: str, values: np.ndarray) -> np.ndarray:
     if values.dtype.kind != "c":
         msg = f"must be complex, got {values.dtype}"
         raise DataError(msg, path=path, key=key)
-    _check_finite(path, key, values)
+    check_finite(path, key, values)
     return values
-
-
-def _check_finite(path: str, key: str, values: np.ndarray) -> None:
-    if not np.isfinite(values).all():
-        msg = "holds non-finite values (NaN or inf)"
-        raise DataError(msg, path=path, key=key)
 
 
 def probe_mode0(probe: np.ndarray, *, path: str) -> np.ndarray:
@@ -280,7 +275,7 @@ def _positions(path: str, h5: h5py.File) -> tuple[np.ndarray, np.ndarray, np.nda
         if values.shape != index.shape or values.dtype.kind not in "iuf":
             msg = f"must be real with shape {index.shape}, got {values.dtype} {values.shape}"
             raise DataError(msg, path=path, key=key)
-        _check_finite(path, key, values)
+        check_finite(path, key, values)
     return index.astype(np.int64), coords[0].astype(np.float64), coords[1].astype(np.float64)
 
 
@@ -320,7 +315,7 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files if key in (PATTERNS, INDEXES, BAD_PIXELS)}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (*ZIP_ERRORS, ValueError) as exc:
         msg = f"not a readable NPZ archive ({exc})"
         raise DataError(msg, path=path) from None
 

@@ -95,6 +95,7 @@ class TestV0ToV1:
         assert tree["run"] == {"output_dir": "training_outputs", "seed": 7, "task": "train+infer"}
         assert tree["data"]["train_file"] == "data/train.npz" and tree["data"]["source"] == "npz"
         assert tree["model"]["amp_activation"] == "silu"
+        assert tree["model"]["architecture"] == "cnn"  # a v1 setting, not dropped
         assert tree["training"]["scheduler"] == "constant"
         assert tree["training"]["loss"] == "poisson"
         assert tree["training"]["nphotons"] == 1e9  # YAML 1.1 read "1.0e9" as text
