@@ -186,7 +186,7 @@ def read_scan_npz(path: str, role: str) -> DataFile:
     for key in ("xcoords", "ycoords"):
         _check_coords(path, key, arrays, n_patterns)
     with _open_npz(path) as npz:
-        scan = _scan_facts(path, npz, dkey, has_object="objectGuess" in arrays)
+        scan = _scan_facts(path, npz, dkey, n_patterns, has_object="objectGuess" in arrays)
         check_finite(path, "probeGuess", npz["probeGuess"])
     return DataFile(input=_data_input(path, role, arrays), probe_side=side, scan=scan)
 
@@ -269,7 +269,7 @@ def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
         msg = "no probeGuess array"
         raise DataError(msg, path=path, key="probeGuess")
     _check_kind(path, "probeGuess", info, "iufc")
-    shape = info.shape
+    shape = tuple(info.shape)
     if len(shape) == 3 and 1 in (shape[0], shape[2]):
         shape = shape[1:] if shape[0] == 1 else shape[:2]
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
@@ -279,15 +279,24 @@ def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
 
 
 def _check_diffraction_shape(path: str, key: str, info: ArrayInfo, side: int) -> int:
-    """Diffraction must be ``(M, N, N)`` with N the probe side; returns M."""
+    """Diffraction must be ``(M, N, N)``, or the legacy ``(N, N, M)`` the reader transposes
+    (``runner/data/npz.py``), with N the probe side; returns M."""
     _check_kind(path, key, info, "iuf")
-    if len(info.shape) != 3 or info.shape[1] != info.shape[2] or info.shape[0] < 1:
-        msg = f"must have shape (M, N, N), got {info.shape}"
+    shape = tuple(info.shape)
+    if len(shape) != 3 or min(shape) < 1:
+        msg = f"must have shape (M, N, N), got {shape}"
         raise DataError(msg, path=path, key=key)
-    if info.shape[1] != side:
-        msg = f"patterns are {info.shape[1]}×{info.shape[2]} but probeGuess is {side}×{side}"
+    standard, legacy = shape[1:] == (side, side), shape[:2] == (side, side)
+    if standard and legacy:
+        msg = f"layout {shape} is ambiguous: M = N = {side} fits (M, N, N) and the legacy (N, N, M)"
         raise DataError(msg, path=path, key=key)
-    return info.shape[0]
+    if standard or legacy:
+        return shape[0] if standard else shape[2]
+    if shape[1] == shape[2]:
+        msg = f"patterns are {shape[1]}×{shape[2]} but probeGuess is {side}×{side}"
+    else:
+        msg = f"must have shape (M, N, N), got {shape}"
+    raise DataError(msg, path=path, key=key)
 
 
 def _check_coords(path: str, key: str, arrays: Mapping[str, ArrayInfo], n_patterns: int) -> None:
@@ -321,9 +330,11 @@ def check_finite(path: str, key: str, values: Any) -> None:
         raise DataError(msg, path=path, key=key)
 
 
-def _scan_facts(path: str, npz: Any, dkey: str, *, has_object: bool) -> ScanFacts:
+def _scan_facts(path: str, npz: Any, dkey: str, n_patterns: int, *, has_object: bool) -> ScanFacts:
     np = _numpy()
     data = npz[dkey]
+    if data.shape[0] != n_patterns:  # the legacy (N, N, M) layout
+        data = np.moveaxis(data, -1, 0)
     check_finite(path, dkey, data)
     if (data < 0).any():
         msg = "holds negative values"
@@ -333,7 +344,7 @@ def _scan_facts(path: str, npz: Any, dkey: str, *, has_object: bool) -> ScanFact
     counts = _is_counts(np, data)
     mean_counts = float(data.sum(axis=(1, 2), dtype=np.float64).mean()) if counts else None
     return ScanFacts(
-        n_patterns=int(data.shape[0]),
+        n_patterns=n_patterns,
         measurement="counts" if counts else "amplitude",
         mean_counts=mean_counts,
         nphotons=_stored_nphotons(path, npz),

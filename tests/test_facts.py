@@ -95,6 +95,27 @@ class TestReadScanNpz:
         with pytest.raises(DataError, match=r"\[diff3d\]: no diffraction array"):
             read_scan_npz(str(tmp_path / "m.npz"), "train")
 
+    def test_legacy_layout(self, tmp_path: Path) -> None:
+        """A legacy (N, N, M) stack counts M patterns (the reader transposes it); its counts
+        per pattern are summed over each pattern."""
+        counts = np.arange(3, dtype=np.float64)[:, None, None] + np.full((3, 64, 64), 2.0)
+        np.savez(
+            tmp_path / "l.npz",
+            diff3d=np.moveaxis(counts, 0, -1),
+            xcoords=np.arange(3.0),
+            ycoords=np.arange(3.0),
+            probeGuess=np.ones((64, 64), np.complex64),
+        )
+        facts = read_scan_npz(str(tmp_path / "l.npz"), "train")
+        assert facts.scan is not None and facts.scan.n_patterns == 3
+        assert facts.scan.mean_counts == pytest.approx(counts.sum(axis=(1, 2)).mean())
+
+    def test_ambiguous_cube(self, tmp_path: Path) -> None:
+        """M = N: (M, N, N) and the legacy (N, N, M) cannot be told apart."""
+        write_scan_npz(tmp_path / "c.npz", n_patterns=64, side=64)
+        with pytest.raises(DataError, match="is ambiguous"):
+            read_scan_npz(str(tmp_path / "c.npz"), "train")
+
     def test_side_mismatch(self, tmp_path: Path) -> None:
         """Patterns and probe must have the same side."""
         write_scan_npz(tmp_path / "s.npz", probe_shape=(32, 32))
