@@ -12,17 +12,15 @@ from __future__ import annotations
 import os
 import tokenize
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import NoReturn
 
 import numpy as np
 
 from ptycho_spec import atomic
 from ptycho_spec.errors import DataError
-from ptycho_spec.facts import ZIP_ERRORS, npy_header
+from ptycho_spec.facts import DIFFRACTION_KEYS, ZIP_ERRORS, npy_header
+from ptycho_spec.schema import Measurement
 from runner.data.scan import Scan
-
-Measurement = Literal["amplitude", "counts"]
-DIFFRACTION_KEYS = ("diff3d", "diffraction")
 
 
 class _Archive:
@@ -192,9 +190,11 @@ def write_npz(
     ``measurement="counts"`` stores X² (what ``read_npz(..., measurement="counts")`` turns back
     into X). ``nphotons`` (photons per pattern), when given, is stored as a scalar.
     """
-    amp = scan.amplitude.astype(np.float64)
+    amp = scan.amplitude
+    if measurement == "counts":
+        amp = np.square(amp, dtype=np.float64).astype(np.float32)
     arrays: dict[str, np.ndarray] = {
-        "diff3d": (amp**2 if measurement == "counts" else amp).astype(np.float32),
+        "diff3d": amp.astype(np.float32, copy=False),
         "xcoords": scan.x_px,
         "ycoords": scan.y_px,
         "probeGuess": scan.probe,

@@ -148,9 +148,9 @@ def simulate_scan(
     s = sqrt(nphotons / mean_m Σ|F(O·P̂)|²), K ~ Poisson(s²·|F(O·P̂)|²) drawn from
     ``torch.Generator(noise_seed)``, stored X = sqrt(K)/s (float32). ``probe`` is stored raw.
     """
-    clean = noiseless_amplitude(obj, probe, x_px, y_px, probe_scale=probe_scale)
-    s2 = nphotons / float((clean**2).sum(dim=(-2, -1)).mean())
-    counts = torch.poisson(s2 * clean**2, generator=torch.Generator().manual_seed(noise_seed))
+    intensity = noiseless_amplitude(obj, probe, x_px, y_px, probe_scale=probe_scale) ** 2
+    s2 = nphotons / float(intensity.sum(dim=(-2, -1)).mean())
+    counts = torch.poisson(s2 * intensity, generator=torch.Generator().manual_seed(noise_seed))
     return Scan(
         amplitude=torch.sqrt(counts / s2).numpy().astype(np.float32),
         x_px=np.asarray(x_px, np.float64),
