@@ -198,7 +198,8 @@ def reconstruct_in_steps(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(percent done, object stitched from the groups predicted so far), ``PROGRESS_STEPS``
     times; the last is the object ``runner.job.infer.reconstruct`` stitches for the scan (up to
-    rounding: the batches differ)."""
+    rounding: the batches differ). Each step stitches only its own groups and adds them to
+    running weighted sums: stitching is a weighted mean."""
     c = model.canonical
     if scan.N != c.model.N:
         msg = f"patterns are {scan.N}×{scan.N} but the model was trained with N = {c.model.N}"
@@ -207,23 +208,25 @@ def reconstruct_in_steps(
     x, _scale = network_input(scan, c.model.N)
     indices = inference_groups(c, scan, n_groups=None)
     bounds = np.linspace(0, len(indices), min(PROGRESS_STEPS, len(indices)) + 1).astype(int)
-    patches: list[np.ndarray] = []
+    weighted, total = np.zeros(canvas_shape, np.complex128), np.zeros(canvas_shape)
     for start, end in itertools.pairwise(bounds):
-        patches.append(
-            predict_patches(
-                net,
-                x,
-                indices[start:end],
-                batch_size=c.inference.batch_size,
-                device=device,
-                precision=model.execution.precision,
-                progress=False,
-            )
+        patches = predict_patches(
+            net,
+            x,
+            indices[start:end],
+            batch_size=c.inference.batch_size,
+            device=device,
+            precision=model.execution.precision,
+            progress=False,
         )
-        obj, _weight = stitch_groups(
-            np.concatenate(patches), indices[:end], scan, c=c, net=net, canvas_shape=canvas_shape
+        obj, weight = stitch_groups(
+            patches, indices[start:end], scan, c=c, net=net, canvas_shape=canvas_shape
         )
-        yield round(PROGRESS_GOAL * end / len(indices)), obj
+        weighted += obj * weight
+        total += weight
+        covered = total > 0
+        so_far = np.where(covered, weighted / np.where(covered, total, 1.0), 0)
+        yield round(PROGRESS_GOAL * end / len(indices)), so_far.astype(np.complex64)
 
 
 # --- training ---------------------------------------------------------------------------------
