@@ -85,6 +85,7 @@ def as_spec(resolved: Resolved) -> Spec:
         model=c.model,
         training=c.training,
         inference=c.inference,
+        refine=c.refine,
         execution=resolved.execution,
     )
 

@@ -2,14 +2,18 @@
 
 Tables (keys sorted, every field explicit, ``None`` written ``"none"``, no timestamps):
 
-* ``[lock]``: ``format_version``, ``tool_version``, ``spec_version``, ``digest`` (sha256 of the
-  canonical JSON of everything but the digest itself), ``run_digest`` (of ``canonical`` and
-  ``execution`` only: the run's identity) and ``[lock.tables]`` (one digest per table, so that
-  an edited table can be named).
+* ``[lock]``: ``format_version``, ``format_revision``, ``tool_version``, ``spec_version``,
+  ``digest`` (sha256 of the canonical JSON of everything but the digest itself), ``run_digest``
+  (of ``canonical`` and ``execution`` only: the run's identity) and ``[lock.tables]`` (one
+  digest per table, so that an edited table can be named).
 * ``[canonical]`` (what is computed) and ``[execution]`` (how it runs): a ``Resolved``.
 * ``[provenance]``: spec key → ``{layer, file?, line?, detail?}``.
 * ``[inputs]``: spec files and data files with sha256, size, and array keys/shapes/dtypes.
 * ``[environment]``: interpreter, library versions, CUDA, git commit and dirty flag.
+
+A format version grows by revisions that only add keys. A lock of an earlier revision is read
+with the values that make it mean what it meant when it was written, and written back without
+them, so that its digests still hold and it replays as it ran.
 
 ``specs/lockfile-v1.md`` documents the format; the runner reads a lock only through
 :func:`read_lock` / :func:`loads_lock`.
@@ -17,11 +21,13 @@ Tables (keys sorted, every field explicit, ``None`` written ``"none"``, no times
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import tomllib
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -34,9 +40,26 @@ from ptycho_spec.convert import structure, to_toml_tree
 from ptycho_spec.errors import LockError, Origin, SpecIssue
 from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
 from ptycho_spec.toml_lines import decode_error, parse_toml
-from ptycho_spec.tree import dotted, schema_leaves, value_at
+from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 
 FORMAT_VERSION: Final = 1
+FORMAT_REVISION: Final = 1
+# The keys each revision of format 1 added, with the values that reproduce how a lock written
+# before them ran: revision 0 had no refinement and averaged patches without aligning them.
+ADDED_IN_REVISION: Final = MappingProxyType(
+    {
+        1: MappingProxyType(
+            {
+                ("lock", "format_revision"): 0,
+                ("canonical", "inference", "align_patches"): False,
+                ("canonical", "refine"): MappingProxyType(
+                    {"batch_size": 32, "iterations": 0, "positions": False, "probe": False}
+                ),
+                ("canonical", "seeds", "refine"): 0,
+            }
+        ),
+    }
+)
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")
 
 
@@ -96,6 +119,7 @@ class Header:
     """The ``[lock]`` table."""
 
     format_version: int
+    format_revision: int
     tool_version: str
     spec_version: int
     digest: str
@@ -118,14 +142,17 @@ class Lock:
         """The lock as TOML-ready nested dicts (the digests included)."""
         body = _body(self.resolved, self.provenance, self.inputs, self.environment)
         body["lock"] = to_toml_tree(self.header)
+        for path in _added_after(self.header.format_revision):
+            _pop(body, path)
         return _sorted(body)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Lock:
-        """Check the version and digest of a lock read from TOML, then structure it."""
+        """Check the version and digest of a lock read from TOML, then structure it (a lock of
+        an earlier revision with the values it was written without)."""
         _check_version(data)
         _check_digest(data)
-        return _structure_lock(data)
+        return _structure_lock(_upgrade(data))
 
     def validate(self) -> Lock:
         """Round trip through the dict form: raises ``LockError`` if anything is off."""
@@ -145,6 +172,7 @@ def make_lock(
     run_digest = _digest({"canonical": body["canonical"], "execution": body["execution"]})
     partial = {
         "format_version": FORMAT_VERSION,
+        "format_revision": FORMAT_REVISION,
         "tool_version": __version__,
         "spec_version": SPEC_VERSION,
         "run_digest": run_digest,
@@ -212,6 +240,65 @@ def _check_version(data: Mapping[str, Any]) -> None:
             f"({__version__}) reads format_version {FORMAT_VERSION}"
         )
         raise LockError(msg)
+    _check_revision(data["lock"])
+
+
+def _check_revision(header: Mapping[str, Any]) -> None:
+    revision = _revision(header)
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        msg = f"invalid lock: [lock] format_revision must be an integer ≥ 0 (got {revision!r})"
+        raise LockError(msg)
+    if revision > FORMAT_REVISION:
+        msg = (
+            f"lock format_revision {revision} is newer than this ptycho-spec ({__version__}) "
+            f"reads (up to {FORMAT_REVISION}); upgrade ptycho-spec"
+        )
+        raise LockError(msg)
+
+
+def _revision(header: Mapping[str, Any]) -> Any:
+    """The format revision of a lock's header; revision 0 wrote none."""
+    return header.get("format_revision", 0)
+
+
+def _added_after(revision: int) -> dict[KeyPath, Any]:
+    """The keys later revisions added, with the values a lock of ``revision`` means by them."""
+    return {
+        path: value
+        for later, added in ADDED_IN_REVISION.items()
+        if later > revision
+        for path, value in added.items()
+    }
+
+
+def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A lock of an earlier revision with the keys it was written without; a key its revision
+    did not have is refused, since writing the lock back would drop it."""
+    revision = _revision(data["lock"])
+    upgraded = copy.deepcopy(dict(data))
+    for path, value in _added_after(revision).items():
+        *parents, last = path
+        table: Any = upgraded
+        for name in parents:
+            table = table.get(name) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue  # a missing table is reported when the lock is structured
+        if last in table:
+            msg = f"invalid lock: {dotted(path)} is not part of format revision {revision}"
+            raise LockError(msg)
+        table[last] = _plain(value)
+    return upgraded
+
+
+def _plain(value: Any) -> Any:
+    return {k: _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
+def _pop(tree: dict[str, Any], path: KeyPath) -> None:
+    *parents, last = path
+    for name in parents:
+        tree = tree[name]
+    del tree[last]
 
 
 def _check_digest(data: Mapping[str, Any]) -> None:

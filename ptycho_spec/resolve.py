@@ -217,6 +217,7 @@ def _assemble(run: _Run) -> Resolved:
         model=spec.model,
         training=spec.training,
         inference=spec.inference,
+        refine=spec.refine,
     )
     return Resolved(canonical=canonical, execution=spec.execution)
 

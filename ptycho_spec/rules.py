@@ -394,6 +394,25 @@ def _loss_weights(spec: Spec, ctx: Context) -> Iterator[Finding]:
         )
 
 
+def _refine_task(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    if spec.refine.iterations > 0 and spec.run.task == "train":
+        msg = 'needs a reconstruction to refine; use run.task = "train+infer" or "infer"'
+        yield finding(spec, ctx, "refine.iterations", msg, "run.task")
+
+
+def _refine_options(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """Refinement options other than their defaults only act when refinement runs."""
+    if spec.refine.iterations > 0:
+        return
+    defaults = Spec().refine
+    for field in attrs.fields(type(defaults)):
+        if field.name != "iterations" and getattr(spec.refine, field.name) != getattr(
+            defaults, field.name
+        ):
+            msg = "has no effect without refinement; remove it or set refine.iterations ≥ 1"
+            yield finding(spec, ctx, f"refine.{field.name}", msg, "refine.iterations")
+
+
 RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
     _source_required,
     _task_bundle,
@@ -411,6 +430,8 @@ RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
     _scheduler_params,
     _clip_algorithm,
     _loss_weights,
+    _refine_task,
+    _refine_options,
     _loader_workers,
     _precision_on_cpu,
     _processes,

@@ -185,6 +185,7 @@ class Seeds:
     split: int = setting(0, doc="Train/validation and train/test splits.", lock_only=True)
     init: int = setting(0, doc="Network weight initialization.", lock_only=True)
     loader: int = setting(0, doc="DataLoader shuffling and worker seeds.", lock_only=True)
+    refine: int = setting(0, doc="Refinement minibatch order.", lock_only=True)
 
 
 # --- [data] -----------------------------------------------------------------------------------
@@ -484,12 +485,39 @@ class Inference:
         'pixel equally, "probe" by the intensity of the model\'s (masked) probe there, so '
         "dimly lit pixels count less.",
     )
+    align_patches: bool = setting(
+        True,
+        doc="Before averaging, align each predicted patch's global phase and amplitude scale to "
+        "its overlapping neighbours (a least-squares solve over the overlap graph): a far-field "
+        "amplitude cannot see a patch's constant phase, and unaligned patches draw the tile grid.",
+    )
     trim: int | Literal["auto"] = setting(
         AUTO,
         doc="Pixels cut from each side of a patch before stitching.",
         unit="px",
         auto="N/4",
         checks=(ge(0),),
+    )
+
+
+# --- [refine] ---------------------------------------------------------------------------------
+
+
+@frozen
+class Refine:
+    """Physics refinement of the stitched reconstruction against the measured patterns."""
+
+    iterations: int = setting(
+        0,
+        doc="Physics refinement after the PINN's stitched reconstruction: passes (epochs) over "
+        "every measured pattern of the reconstructed scan, maximizing their likelihood over the "
+        "whole object; 0 = off.",
+        checks=(ge(0),),
+    )
+    probe: bool = setting(False, doc="Refine the probe too, starting from the data's probe.")
+    positions: bool = setting(False, doc="Refine the scan positions too.")
+    batch_size: int = setting(
+        32, doc="Patterns per refinement update.", unit="patterns", checks=(ge(1),)
     )
 
 
@@ -577,6 +605,7 @@ class Spec:
     model: Model = section(Model, doc="Generator and physics.")
     training: Training = section(Training, doc="Optimization.")
     inference: Inference = section(Inference, doc="Reconstruction.")
+    refine: Refine = section(Refine, doc="Physics refinement of the reconstruction.")
     execution: Execution = section(Execution, doc="Execution (how, not what).")
 
 
@@ -590,6 +619,7 @@ class Canonical:
     model: Model = section(Model, doc="Generator and physics.")
     training: Training = section(Training, doc="Optimization.")
     inference: Inference = section(Inference, doc="Reconstruction.")
+    refine: Refine = section(Refine, doc="Physics refinement of the reconstruction.")
 
 
 @frozen
@@ -600,4 +630,4 @@ class Resolved:
     execution: Execution
 
 
-SPEC_SECTIONS: Final = ("run", "data", "model", "training", "inference", "execution")
+SPEC_SECTIONS: Final = ("run", "data", "model", "training", "inference", "refine", "execution")

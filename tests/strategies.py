@@ -301,7 +301,27 @@ def spec_trees(draw: Any) -> dict[str, Any]:
     inference: dict[str, Any] = {}
     _maybe(draw, inference, "batch_size", st.one_of(st.just("auto"), st.integers(1, 64)))
     _maybe(draw, inference, "trim", st.one_of(st.just("auto"), st.integers(0, 16)))
-    return tree | ({"inference": inference} if inference else {})
+    _maybe(draw, inference, "align_patches", st.booleans())
+    refine = draw(refine_tables(run["task"]))
+    return (
+        tree
+        | ({"inference": inference} if inference else {})
+        | ({"refine": refine} if refine else {})
+    )
+
+
+@st.composite
+def refine_tables(draw: Any, task: str) -> dict[str, Any]:
+    """Refinement only where there is a reconstruction; its options only when it runs."""
+    refine: dict[str, Any] = {}
+    if task == "train":
+        return refine
+    _maybe(draw, refine, "iterations", st.integers(0, 3))
+    if refine.get("iterations", 0) > 0:
+        _maybe(draw, refine, "probe", st.booleans())
+        _maybe(draw, refine, "positions", st.booleans())
+        _maybe(draw, refine, "batch_size", st.integers(1, 64))
+    return refine
 
 
 @st.composite

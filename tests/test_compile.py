@@ -81,6 +81,18 @@ class TestCompileSpec:
         )
         assert lock.provenance["run.seed"].detail == "PTYCHO__RUN__SEED"
 
+    def test_set_refinement(self, project: Path) -> None:
+        """--set turns refinement on; the lock records the argument."""
+        lock = compile_spec(
+            str(project / "specs" / "run.toml"),
+            ["refine.iterations=3", "refine.positions=true", "inference.align_patches=false"],
+            {},
+        )
+        canonical = lock.resolved.canonical
+        assert (canonical.refine.iterations, canonical.refine.positions) == (3, True)
+        assert canonical.inference.align_patches is False
+        assert lock.provenance["refine.iterations"].layer == "set"
+
     def test_missing_data_file(self, project: Path) -> None:
         """A data file that does not exist is reported at the line that names it."""
         (project / "data" / "test.npz").unlink()
@@ -177,6 +189,27 @@ class TestValidateSpec:
         with pytest.raises(SpecError) as caught:
             validate_spec(str(spec), environ={})
         assert [i.path for i in caught.value.issues] == ["model.gridsize"]
+
+    def test_refine_and_align_fields_are_checked(self, tmp_path: Path) -> None:
+        """Wrong types and bounds in [refine] and inference.align_patches are located."""
+        spec = tmp_path / "s.toml"
+        spec.write_text(
+            toml(
+                {
+                    "data": {"source": "simulate"},
+                    "inference": {"align_patches": "yes"},
+                    "refine": {"iterations": -1, "probe": 1, "batch_size": 0},
+                }
+            )
+        )
+        with pytest.raises(SpecError) as caught:
+            validate_spec(str(spec), environ={})
+        assert [i.render() for i in caught.value.issues] == [
+            f'{spec}:7: inference.align_patches: expected true or false (got "yes")',
+            f"{spec}:10: refine.iterations: must be ≥ 0 (got -1)",
+            f"{spec}:11: refine.probe: expected true or false (got 1)",
+            f"{spec}:12: refine.batch_size: must be ≥ 1 (got 0)",
+        ]
 
     def test_warnings_are_returned(self, tmp_path: Path) -> None:
         """Deprecations come back as warnings; nothing is printed."""

@@ -84,7 +84,15 @@ class TestDefaultLayer:
     def test_holds_every_section(self) -> None:
         """The defaults layer sets every section and records them as defaults."""
         layer = default_layer()
-        assert set(layer.tree) == {"run", "data", "model", "training", "inference", "execution"}
+        assert set(layer.tree) == {
+            "run",
+            "data",
+            "model",
+            "training",
+            "inference",
+            "refine",
+            "execution",
+        }
         assert layer.origins[("model", "N")] == Origin("default")
 
 

@@ -8,12 +8,24 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from strategies import compile_text, toml
+from strategies import HOST, compile_text, toml
 
 from ptycho_spec.errors import LockError
-from ptycho_spec.lock import FORMAT_VERSION, Lock, dumps_lock, loads_lock, read_lock, write_lock
+from ptycho_spec.lock import (
+    FORMAT_REVISION,
+    FORMAT_VERSION,
+    Lock,
+    dumps_lock,
+    loads_lock,
+    read_lock,
+    write_lock,
+)
+from ptycho_spec.schema import Refine
+from ptycho_spec.verify import check_lock, enforce
 
 SPEC = toml({"data": {"source": "simulate", "n_groups": "all"}, "run": {"task": "train"}})
+# A train+infer lock of a simulated run, written by ptycho-spec before format revision 1.
+REVISION_0 = Path(__file__).parent / "data" / "locks" / "format1-revision0.lock.toml"
 
 
 @pytest.fixture
@@ -44,8 +56,17 @@ class TestDumpsLock:
             "lock",
             "provenance",
         ]
-        assert list(data["canonical"]) == ["data", "inference", "model", "run", "seeds", "training"]
+        assert list(data["canonical"]) == [
+            "data",
+            "inference",
+            "model",
+            "refine",
+            "run",
+            "seeds",
+            "training",
+        ]
         assert data["lock"]["format_version"] == FORMAT_VERSION
+        assert data["lock"]["format_revision"] == FORMAT_REVISION
 
     def test_every_field_explicit(self, lock: Lock) -> None:
         """None is written "none"; no field is left out."""
@@ -68,6 +89,18 @@ class TestDumpsLock:
 class TestLoadsLock:
     def test_round_trip(self, lock: Lock) -> None:
         """A lock reads back equal to what was written."""
+        assert loads_lock(dumps_lock(lock)) == lock
+
+    def test_round_trip_with_refinement(self) -> None:
+        """The [refine] table and its seed are written and read back."""
+        lock = compile_text(toml({"data": {"source": "simulate"}, "refine": {"iterations": 3}}))
+        data = tomllib.loads(dumps_lock(lock))
+        assert data["canonical"]["refine"] == {
+            "batch_size": 32,
+            "iterations": 3,
+            "positions": False,
+            "probe": False,
+        }
         assert loads_lock(dumps_lock(lock)) == lock
 
     def test_validate(self, lock: Lock) -> None:
@@ -132,6 +165,52 @@ def _redigest(data: dict[str, object]) -> dict[str, object]:
     body = {k: v for k, v in data.items() if k != "lock"}
     header["digest"] = _digest({**body, "lock": header})
     return {**body, "lock": header}
+
+
+class TestFormatRevisions:
+    def test_revision_0_loads_as_it_ran(self) -> None:
+        """A lock written before revision 1 reads with no refinement and no patch alignment."""
+        lock = read_lock(REVISION_0)
+        canonical = lock.resolved.canonical
+        assert lock.header.format_revision == 0
+        assert canonical.run.task == "train+infer"
+        assert canonical.inference.align_patches is False
+        assert canonical.refine == Refine(iterations=0)
+        assert canonical.seeds.refine == 0
+
+    def test_revision_0_writes_back_unchanged(self) -> None:
+        """Written again (run directory, model bundle), it is the same text, so its digest
+        still holds and its checkpoints still match it."""
+        text = REVISION_0.read_text(encoding="utf-8")
+        lock = loads_lock(text)
+        assert dumps_lock(lock) == text
+        assert lock.validate() == lock
+        assert "format_revision" not in text and "align_patches" not in text
+
+    def test_revision_0_verifies(self) -> None:
+        """verify finds no data drift and only environment warnings."""
+        drifts = enforce(check_lock(read_lock(REVISION_0), HOST))
+        assert {d.kind for d in drifts} <= {"environment"}
+
+    def test_new_locks_align_patches(self, lock: Lock) -> None:
+        """A spec compiled now aligns patches unless told otherwise."""
+        assert lock.resolved.canonical.inference.align_patches is True
+
+    def test_newer_revision(self, lock: Lock) -> None:
+        """A lock of a later revision asks for a newer ptycho-spec."""
+        text = _edit(dumps_lock(lock), {"lock.format_revision": FORMAT_REVISION + 1})
+        with pytest.raises(LockError, match=r"format_revision 2 is newer .* upgrade ptycho-spec"):
+            loads_lock(text)
+
+    def test_key_of_a_later_revision(self) -> None:
+        """A revision 0 lock holding a key of revision 1 is refused, even with a fresh digest:
+        writing it back would drop the key."""
+        data = tomllib.loads(REVISION_0.read_text(encoding="utf-8"))
+        data["canonical"]["inference"]["align_patches"] = True
+        with pytest.raises(
+            LockError, match=r"canonical.inference.align_patches is not part of format revision 0"
+        ):
+            Lock.from_dict(_redigest(data))
 
 
 class TestWriteLock:

@@ -54,6 +54,12 @@ class TestDeriveSeed:
         assert lock.resolved.canonical.seeds.noise == derive_seed(3, "noise")
         assert lock.provenance["seeds.noise"] == Origin("derived", detail="run.seed = 3")
 
+    def test_refinement_seed(self) -> None:
+        """The refinement minibatch order has its own derived seed."""
+        lock = compiled({"run": {"seed": 3}})
+        assert lock.resolved.canonical.seeds.refine == derive_seed(3, "refine")
+        assert lock.provenance["seeds.refine"] == Origin("derived", detail="run.seed = 3")
+
 
 class TestSplitCounts:
     def test_rounds_and_keeps_both_sides(self) -> None:
@@ -256,6 +262,15 @@ class TestInference:
         """trim is N/4; the inference batch follows the training batch."""
         inference = compiled({"training": {"batch_size": 8}}).resolved.canonical.inference
         assert (inference.trim, inference.batch_size) == (16, 8)
+
+    def test_refine_and_alignment_defaults(self) -> None:
+        """A new spec aligns patches and does not refine, both locked as defaults."""
+        lock = compiled({"run": {"task": "train+infer"}})
+        canonical = lock.resolved.canonical
+        assert canonical.inference.align_patches is True
+        assert canonical.refine.iterations == 0
+        assert lock.provenance["inference.align_patches"] == Origin("default")
+        assert lock.provenance["refine.iterations"] == Origin("default")
 
 
 class TestExecution:

@@ -293,6 +293,42 @@ class TestLossWeights:
         )
 
 
+class TestRefineTask:
+    def test_refinement_needs_a_reconstruction(self) -> None:
+        """Refinement in a training-only task is refused, naming both settings."""
+        assert errors({"run": {"task": "train"}, "refine": {"iterations": 3}}) == [
+            "s.toml:11: refine.iterations: needs a reconstruction to refine; use run.task = "
+            '"train+infer" or "infer" (run.task = "train" (s.toml:8))'
+        ]
+
+    def test_tasks_that_reconstruct(self) -> None:
+        """train+infer refines what it reconstructs."""
+        assert errors({"refine": {"iterations": 3, "probe": True, "batch_size": 8}}) == []
+
+
+class TestRefineOptions:
+    def test_options_without_refinement(self) -> None:
+        """probe, positions and a batch size act only when refinement runs; each is named."""
+        assert errors(
+            {"refine": {"iterations": 0, "probe": True, "positions": True, "batch_size": 8}}
+        ) == [
+            f"s.toml:{line}: refine.{name}: has no effect without refinement; remove it or set "
+            "refine.iterations ≥ 1 (refine.iterations = 0 (s.toml:8))"
+            for line, name in ((9, "probe"), (10, "positions"), (11, "batch_size"))
+        ]
+
+    def test_default_iterations(self) -> None:
+        """Refinement is off by default, and a location "default" says so."""
+        assert errors({"refine": {"probe": True}}) == [
+            "s.toml:8: refine.probe: has no effect without refinement; remove it or set "
+            "refine.iterations ≥ 1 (refine.iterations = 0 (default))"
+        ]
+
+    def test_defaults_are_fine(self) -> None:
+        """Options left at their defaults need no refinement."""
+        assert errors({"refine": {"probe": False, "batch_size": 32}}) == []
+
+
 class TestWhere:
     def test_locations(self) -> None:
         """Origins render as file:line, variable, argument or layer."""
