@@ -1,36 +1,107 @@
-"""Reconstruction quality on the standard "lines" recipe, measured through ``ptycho-spec run``.
+"""Reconstruction quality: PtychoPINN alone, PINN + physics refinement, and pty-chi LSQML, side
+by side on simulated cases with a known truth and on the real Siemens-star scan.
 
-The recipe of PtychoPINN's quality gate (../shared/reference/performance-and-peers.md §5):
-N = 128, one 392 px lines object scanned at 4 px (67² = 4,489 training patterns), 1e9 photons
-per pattern, an independent test object, and the LCLS Run1084 probe zero-padded from 64 to 128
-px and smoothed (σ = 0.5 px). The reference gate after 5 epochs: amplitude SSIM ≥ 0.485,
-phase SSIM ≥ 0.870. Each epoch count is its own run of the same spec (same seed), so the
-5-epoch figure is what a 5-epoch user gets, not a snapshot of a longer schedule.
+Each simulated case draws Poisson-noisy patterns (``runner.data.simulate.simulate_scan``) of
+one object under one probe, writes them as an NPZ in the data contract (``probeGuess`` = the
+probe a solver starts from, ``objectGuess`` = the truth) and reconstructs the same scan three
+ways:
 
-    python benchmarks/quality.py                       # 5 and 50 epochs, on this host
-    python benchmarks/quality.py --epochs 5 --accelerator cuda
-    python benchmarks/quality.py --probe disk --gridsize 2   # without ../shared
+* ``ptycho-spec run`` of a spec written here: self-supervised training on the scan, then
+  ``train+infer`` on the same file. ``reconstruction.npz`` ``pinn_object`` is the PINN's
+  stitched object, ``object`` the refined one (``--refine`` iterations of ``[refine]``, with
+  probe refinement where the initial probe is wrong); with ``--refine 0`` both are the PINN's.
+* pty-chi LSQML (``benchmarks/ptychi_reference.py``) from a flat object, with the probe held
+  fixed (true initial probe) or refined (wrong initial probe).
 
-Prints a table (amplitude/phase SSIM and MAE, wall time, host) and writes the run directories
-under ``--out``. Figures belong in ``benchmarks/RESULTS.md`` with the hardware named.
+Every reconstruction is scored the same way: registered to the truth (sub-pixel
+cross-correlation; shifts under 0.1 px or over 8 px are not applied), the global phase
+matched, then ``runner.metrics.evaluate`` (amplitude rescaled to the truth's mean, a phase
+plane removed, SSIM, MAE, FRC; FRC50 read from ring 1 on, see ``frc50``) over the scanned
+region: the positions' bounding box widened by N/4, where every method has data. The case axes are the object (lines, star, cells), the probe (LCLS
+Run1084, disk), the scan step (overlap) and the initial probe (true, or defocused by Fresnel
+propagation so that only probe refinement recovers it).
+
+The Siemens star (``../shared/data/siemens_star_tike.npz``, real counts, no truth) runs
+``examples/siemens_star.toml`` and is scored against pty-chi's 60-epoch LSQML reconstruction
+with probe refinement, registered the same way, over the positions' bounding box.
+
+    python benchmarks/quality.py --list                 # the cases
+    python benchmarks/quality.py --cases anchor --refine 0 --epochs 2   # a smoke run
+    python benchmarks/quality.py                        # every case and the Siemens star
+    python benchmarks/quality.py --accelerator cuda     # PINN, refinement and pty-chi on a GPU
+    python benchmarks/quality.py --skip-pinn            # simulate and run pty-chi only
+
+Needs pty-chi (``pip install -e ".[bench]"``) and ../shared/data. Writes under ``--out`` one
+folder per case (the NPZ, the spec, the run directory, ``ptychi.npz``, ``montage.png``,
+``scores.json``) and ``quality.md``, the table for ``benchmarks/RESULTS.md``. A pty-chi
+result in ``--out`` computed with the same settings is reused (its wall time marked
+"cached") unless ``--fresh-ptychi``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from attrs import asdict, evolve, frozen
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN1084 = ROOT.parent / "shared" / "data" / "run1084_lcls_xpp.npz"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import objects  # noqa: E402  (the repository root on the path first)
+
+SHARED = ROOT.parent / "shared" / "data"
+RUN1084 = SHARED / "run1084_lcls_xpp.npz"
+SIEMENS_SPEC = ROOT / "examples" / "siemens_star.toml"
+SIEMENS_DATA = SHARED / "siemens_star_tike.npz"
+SIEMENS_REFERENCE_EPOCHS = 60
+
+N = 64
+OBJECT_SIZE = 192  # px: a step-6 raster holds 22² = 484 patterns, a step-12 raster 11² = 121
+PROBE_SCALE = 4.0  # model.probe_scale's default: the simulation's probe normalization
+# λz/Δx² of the wrong initial probe (``objects.defocus``), per probe: the LCLS probe's fine
+# structure (spectral rms radius 0.27 cycles/px) decorrelates after 10 px (|⟨P, P_z⟩| = 0.26,
+# the amplitude still alike); the smooth disk (0.04 cycles/px) needs 100 px to change shape.
+DEFOCUS_PX = {"lcls": 10.0, "disk": 100.0}
+SHIFT_FLOOR_PX = 0.1  # registration shifts below this are noise, not misregistration
+# Solvers share the positions' frame; probe refinement may drift the object by a few pixels,
+# but a larger "shift" is the cross-correlation of a failed reconstruction, not applied.
+SHIFT_CAP_PX = 8.0
+
+
+@frozen(kw_only=True)
+class Case:
+    """One simulated reconstruction problem."""
+
+    name: str
+    object: str  # lines | star | cells
+    probe: str  # lcls | disk
+    step: int  # px between raster positions
+    initial_probe: str  # true | wrong (defocused by DEFOCUS_PX[probe])
+    seed: int = 1
+
+
+CASES: tuple[Case, ...] = (
+    Case(name="anchor", object="lines", probe="lcls", step=6, initial_probe="true"),
+    Case(name="lines-step12", object="lines", probe="lcls", step=12, initial_probe="true"),
+    Case(name="lines-disk", object="lines", probe="disk", step=6, initial_probe="true"),
+    Case(name="lines-wrongprobe", object="lines", probe="lcls", step=6, initial_probe="wrong"),
+    Case(name="star", object="star", probe="lcls", step=6, initial_probe="true"),
+    Case(name="star-wrongprobe", object="star", probe="lcls", step=6, initial_probe="wrong"),
+    Case(name="cells", object="cells", probe="lcls", step=6, initial_probe="true"),
+    Case(name="cells-disk-step12", object="cells", probe="disk", step=12, initial_probe="true"),
+)
 
 SPEC = """\
 spec_version = 1
@@ -38,92 +109,458 @@ spec_version = 1
 [run]
 name = "{name}"
 task = "train+infer"
-seed = 3
+seed = {seed}
 
 [data]
-source = "simulate"
+source = "npz"
+train_file = "{npz}"
+test_file = "{npz}"
+measurement = "amplitude"
 n_groups = "all"
 
-[data.simulate]
-object_size = 392
-probe = "{probe}"
-scan_step_train = 4
-scan_step_test = 10
-nphotons = 1e9
-
 [model]
-N = 128
-gridsize = {gridsize}
-n_filters_scale = {nfs}
+N = {n}
+gridsize = 2
+n_filters_scale = 1
 
 [training]
 nepochs = {epochs}
 batch_size = 16
-learning_rate = {lr}
-scheduler = "plateau"
+learning_rate = 2e-3
 
 [inference]
-stitch = "{stitch}"
-trim = {trim}
+stitch = "probe"
+
+[refine]
+iterations = {refine}
+probe = {refine_probe}
 
 [execution]
 accelerator = "{accelerator}"
-precision = "{precision}"
 enable_progress_bar = false
 """
 
 
-def padded_run1084_probe(folder: Path) -> Path:
-    """The Run1084 probe (64 px) zero-padded to 128 px and smoothed by σ = 0.5 px, as an NPZ."""
-    from runner.physics.kernels import gaussian_filter, scipy_radius
+# --- simulation ---------------------------------------------------------------------------
 
+
+def true_object(case: Case) -> np.ndarray:
+    """The case's ``(OBJECT_SIZE, OBJECT_SIZE)`` complex64 truth."""
+    from runner.data.simulate import lines_object
+
+    if case.object == "lines":
+        return lines_object(OBJECT_SIZE, seed=case.seed)
+    if case.object == "star":
+        return objects.siemens_star(OBJECT_SIZE)
+    return objects.cells(OBJECT_SIZE, seed=case.seed)
+
+
+def true_probe(case: Case) -> np.ndarray:
+    """The probe the patterns are simulated with: ``(N, N)`` complex64."""
+    from runner.data.simulate import disk_probe
+
+    if case.probe == "disk":
+        return disk_probe(N)
     with np.load(RUN1084, allow_pickle=False) as data:
-        probe = data["probeGuess"].astype(np.complex128)
-    big = np.zeros((128, 128), np.complex128)
-    big[32:96, 32:96] = probe
-    smooth = gaussian_filter(
-        big.real, 0.5, radius=scipy_radius(0.5), mode="symmetric"
-    ) + 1j * gaussian_filter(big.imag, 0.5, radius=scipy_radius(0.5), mode="symmetric")
-    path = folder / "run1084_probe128.npz"
-    np.savez(path, probeGuess=smooth.astype(np.complex64))
-    return path
+        return data["probeGuess"].astype(np.complex64)
 
 
-def run_once(folder: Path, *, epochs: int, args: argparse.Namespace, probe: str) -> dict:
-    name = f"quality_{epochs}ep"
-    spec = folder / f"{name}.toml"
+def initial_probe(case: Case, probe: np.ndarray) -> np.ndarray:
+    """What the solvers start from: the true probe, or it defocused."""
+    return probe if case.initial_probe == "true" else objects.defocus(probe, DEFOCUS_PX[case.probe])
+
+
+def write_case_npz(case: Case, folder: Path, *, nphotons: float):
+    """Simulate the case and write its NPZ; returns the ``Scan`` with the initial probe."""
+    from runner.data.npz import write_npz
+    from runner.data.simulate import raster_positions, simulate_scan
+
+    truth, probe = true_object(case), true_probe(case)
+    x, y = raster_positions(OBJECT_SIZE, N, case.step)
+    scan = simulate_scan(
+        truth, probe, x, y, nphotons=nphotons, probe_scale=PROBE_SCALE, noise_seed=case.seed + 100
+    )
+    scan = evolve(scan, probe=initial_probe(case, probe), source=f"quality case {case.name}")
+    write_npz(scan, folder / "data.npz", nphotons=nphotons)
+    return scan
+
+
+# --- the three reconstructions ------------------------------------------------------------
+
+
+def run_spec(
+    spec: Path, out: Path, *, overrides: Sequence[str] = (), log: Path, threads: int
+) -> tuple[dict, float, dict]:
+    """``ptycho-spec run SPEC --out OUT --force`` with ``--set`` overrides and ``threads`` torch
+    threads; (metrics, wall s of the command, the run's own ``timing.toml``)."""
+    cmd = [sys.executable, "-m", "ptycho_spec.cli", "run", str(spec), "--out", str(out), "--force"]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    started = time.perf_counter()
+    with log.open("w") as stream:
+        done = subprocess.run(cmd, stdout=stream, stderr=subprocess.STDOUT, env=env, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        msg = f"{' '.join(cmd)} exited {done.returncode}; see {log}"
+        raise RuntimeError(msg)
+    timing = tomllib.loads((out / "timing.toml").read_text())
+    return json.loads((out / "metrics.json").read_text()), wall, timing
+
+
+def pinn_objects(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(PINN's own object, final object) of a run directory, both ``(H, W)`` complex64."""
+    with np.load(run_dir / "reconstruction.npz", allow_pickle=False) as rec:
+        final = rec["object"]
+        pinn = rec["pinn_object"] if "pinn_object" in rec.files else final
+    return pinn, final
+
+
+def run_pinn(
+    case: Case, folder: Path, *, args: argparse.Namespace, n_patterns: int
+) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """Train, reconstruct and refine through ``ptycho-spec run``: (PINN, PINN + refine, wall
+    s of the command, the run's ``timing.toml``)."""
+    epochs = max(1, math.ceil(args.epochs * args.anchor_patterns / n_patterns))
+    spec = folder / "run.toml"
     spec.write_text(
         SPEC.format(
-            name=name,
-            probe=probe,
-            gridsize=args.gridsize,
-            nfs=args.n_filters_scale,
+            name=case.name,
+            seed=case.seed,
+            npz=(folder / "data.npz").as_posix(),
+            n=N,
             epochs=epochs,
-            lr=args.learning_rate,
-            stitch=args.stitch,
-            trim=args.trim,
+            refine=args.refine,
+            refine_probe=str(case.initial_probe == "wrong" and args.refine > 0).lower(),
             accelerator=args.accelerator,
-            precision=args.precision,
         )
     )
-    out = args.out / name
-    started = time.perf_counter()
-    cmd = [sys.executable, "-m", "ptycho_spec.cli", "run", str(spec), "--out", str(out), "--force"]
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - started
-    metrics = json.loads((out / "metrics.json").read_text())
-    rec = metrics["reconstruction"]
-    effective = tomllib.loads((out / "effective.toml").read_text())
+    _, wall, timing = run_spec(spec, folder / "run", log=folder / "run.log", threads=args.threads)
+    pinn, final = pinn_objects(folder / "run")
+    return pinn, final, wall, timing
+
+
+def run_ptychi(
+    scan, *, canvas: tuple[int, int], epochs: int, refine_probe: bool, args: argparse.Namespace
+):
+    """pty-chi LSQML on ``scan`` (its probe the initial one), on the ``canvas`` frame."""
+    from benchmarks.ptychi_reference import lsqml
+
+    return lsqml(
+        scan.amplitude,
+        scan.x_px,
+        scan.y_px,
+        scan.probe,
+        canvas,
+        epochs=epochs,
+        batch_size=args.ptychi_batch,
+        refine_probe=refine_probe,
+        valid_mask=scan.valid_mask,
+        device=args.accelerator,
+    )
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def scanned_region(
+    x_px: np.ndarray, y_px: np.ndarray, shape: tuple[int, int], margin: int
+) -> np.ndarray:
+    """``(H, W)`` float64: 1 on the positions' bounding box widened by ``margin`` px, else 0."""
+    region = np.zeros(shape)
+    m = margin
+    r0, r1 = max(0, int(np.floor(y_px.min())) - m), min(shape[0], int(np.ceil(y_px.max())) + m)
+    c0, c1 = max(0, int(np.floor(x_px.min())) - m), min(shape[1], int(np.ceil(x_px.max())) + m)
+    region[r0:r1, c0:c1] = 1.0
+    return region
+
+
+def register(pred: np.ndarray, reference: np.ndarray, region: np.ndarray):
+    """``pred`` moved onto ``reference`` (sub-pixel cross-correlation over ``region``, a shift
+    of ``SHIFT_FLOOR_PX`` to ``SHIFT_CAP_PX``) and its global phase matched: (aligned ``(H, W)``
+    complex64, applied shift (dy, dx) px)."""
+    import torch
+    from skimage.registration import phase_cross_correlation
+
+    from runner.physics.shift import translate
+
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    shift, _, _ = phase_cross_correlation(reference[box], pred[box], upsample_factor=20)
+    dy, dx = float(shift[0]), float(shift[1])
+    if SHIFT_FLOOR_PX <= max(abs(dy), abs(dx)) <= SHIFT_CAP_PX:
+        moved = translate(torch.from_numpy(pred.astype(np.complex128)), torch.tensor([dx, dy]))
+        pred = moved.numpy()
+    else:
+        dy = dx = 0.0
+    covered = region > 0
+    turn = np.exp(-1j * np.angle(np.sum((pred * np.conj(reference))[covered])))
+    return (pred * turn).astype(np.complex64), (dy, dx)
+
+
+def frc50(curve: np.ndarray) -> float:
+    """First crossing of 0.5 by an FRC ``curve (R,)`` after the zero-frequency ring, in ring
+    units, linearly interpolated (R when it never drops below 0.5). Ring 0 carries only the
+    images' means, which the plane removal sets to ~0 in both: their ratio is noise (it can
+    be negative), so ``ChannelMetrics.frc50``, which starts at ring 0, reads 0 on a perfect
+    phase image now and then."""
+    below = np.nonzero(curve[1:] < 0.5)[0]
+    if len(below) == 0:
+        return float(len(curve))
+    r = int(below[0]) + 1
+    if r == 1:
+        return 1.0
+    return float(r - 1 + (curve[r - 1] - 0.5) / (curve[r - 1] - curve[r]))
+
+
+def score(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
+    """Registered scores of ``pred`` against ``truth`` (``runner.metrics.evaluate``)."""
+    from runner.metrics import evaluate
+
+    aligned, shift = register(pred, truth, region)
+    m = evaluate(aligned, truth, weight=region)
     return {
-        "epochs": epochs,
-        "amp_ssim": rec["amplitude"]["ssim"],
-        "phase_ssim": rec["phase"]["ssim"],
-        "amp_mae": rec["amplitude"]["mae"],
-        "phase_mae": rec["phase"]["mae"],
-        "final_train_loss": metrics["history"][-1]["train_loss"],
-        "wall_s": wall,
-        "device": effective["accelerator"]["effective"],
+        "amp_ssim": m.amplitude.ssim,
+        "phase_ssim": m.phase.ssim,
+        "amp_mae": m.amplitude.mae,
+        "phase_mae": m.phase.mae,
+        "amp_frc50": frc50(m.amplitude.frc),
+        "phase_frc50": frc50(m.phase.frc),
+        "shift_px": shift,
+        "aligned": aligned,
     }
+
+
+def save_montage(
+    path: Path,
+    title: str,
+    truth: np.ndarray,
+    panels: dict[str, np.ndarray],
+    region: np.ndarray,
+    *,
+    reference_name: str = "truth",
+) -> None:
+    """Amplitude (top) and phase (bottom) of the truth and each aligned reconstruction, cropped
+    to the scored region, amplitude rescaled to the truth's mean and phase planes removed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from runner.job.outputs import display_images
+
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    shown = {reference_name: display_images(truth, region, truth)}
+    shown |= {name: display_images(obj, region, truth) for name, obj in panels.items()}
+    fig = Figure(figsize=(3.2 * len(shown), 6.6))
+    for col, (name, images) in enumerate(shown.items()):
+        for row, (channel, cmap) in enumerate((("amplitude", "gray"), ("phase", "viridis"))):
+            image, reference = images[channel]
+            data = reference if name == reference_name else image
+            ax = fig.add_subplot(2, len(shown), row * len(shown) + col + 1)
+            low, high = np.percentile(reference[box], [0.5, 99.5])  # past outlier pixels
+            ax.imshow(
+                data[box], cmap=cmap, vmin=float(low), vmax=float(high), interpolation="nearest"
+            )
+            ax.set_title(f"{name}: {channel}", fontsize=9)
+            ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
+
+
+# --- one case, the star, the table --------------------------------------------------------
+
+
+def run_case(case: Case, args: argparse.Namespace) -> dict:
+    folder = args.out / case.name
+    folder.mkdir(parents=True, exist_ok=True)
+    scan = write_case_npz(case, folder, nphotons=args.nphotons)
+    truth = scan.object
+    region = scanned_region(scan.x_px, scan.y_px, truth.shape, N // 4)
+    wrong = case.initial_probe == "wrong"
+    row: dict = {"case": asdict(case), "patterns": len(scan)}
+    objects_by_method = {}
+    if not args.skip_pinn:
+        pinn, final, row["pinn_wall_s"], row["pinn_timing"] = run_pinn(
+            case, folder, args=args, n_patterns=len(scan)
+        )
+        objects_by_method |= {"PINN": pinn, "PINN + refine": final}
+    key = {"case": asdict(case), "nphotons": args.nphotons}
+    ref, row["ptychi_wall_s"], row["ptychi_cached"] = cached_ptychi(
+        folder,
+        scan,
+        key=key,
+        canvas=truth.shape,
+        epochs=args.ptychi_epochs,
+        refine_probe=wrong,
+        args=args,
+    )
+    objects_by_method["pty-chi"] = ref
+    scores = {name: score(obj, truth, region) for name, obj in objects_by_method.items()}
+    save_montage(
+        folder / "montage.png",
+        f"{case.name}: {case.object}, {case.probe} probe, step {case.step} px, "
+        f"{case.initial_probe} initial probe, {len(scan)} patterns",
+        truth,
+        {name: s["aligned"] for name, s in scores.items()},
+        region,
+    )
+    row["scores"] = {k: {n: v for n, v in s.items() if n != "aligned"} for k, s in scores.items()}
+    (folder / "scores.json").write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def cached_ptychi(
+    folder: Path,
+    scan,
+    *,
+    key: dict,
+    canvas: tuple[int, int],
+    epochs: int,
+    refine_probe: bool,
+    args: argparse.Namespace,
+) -> tuple[np.ndarray, float, bool]:
+    """pty-chi's object for ``scan``, reused from ``folder/ptychi.npz`` when that was computed
+    with the same settings (``key`` plus the solver's): (object, wall s, reused)."""
+    settings = json.dumps(
+        key
+        | {
+            "epochs": epochs,
+            "batch": args.ptychi_batch,
+            "refine_probe": refine_probe,
+            "canvas": list(canvas),
+            "accelerator": args.accelerator,
+        },
+        sort_keys=True,
+    )
+    path = folder / "ptychi.npz"
+    if path.is_file() and not args.fresh_ptychi:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["settings"]) == settings:
+                return saved["object"], float(saved["wall_s"]), True
+    ref = run_ptychi(scan, canvas=canvas, epochs=epochs, refine_probe=refine_probe, args=args)
+    np.savez(path, object=ref.object, probe=ref.probe, wall_s=ref.wall_s, settings=settings)
+    return ref.object, ref.wall_s, False
+
+
+def run_siemens(args: argparse.Namespace) -> dict:
+    """The real Siemens star: ours registered to pty-chi LSQML (probe refined) on the same frame."""
+    from runner.data.npz import read_npz
+
+    folder = args.out / "siemens"
+    folder.mkdir(parents=True, exist_ok=True)
+    scan = read_npz(SIEMENS_DATA, measurement="counts")
+    canvas = stitch_canvas(scan.x_px, scan.y_px, scan.N)
+    row: dict = {"patterns": len(scan)}
+    ref, row["ptychi_wall_s"], row["ptychi_cached"] = cached_ptychi(
+        folder,
+        scan,
+        key={"data": SIEMENS_DATA.name},
+        canvas=canvas,
+        epochs=SIEMENS_REFERENCE_EPOCHS,
+        refine_probe=True,
+        args=args,
+    )
+    objects_by_method = {}
+    if not args.skip_pinn:
+        pinn, final, row["pinn_wall_s"], row["pinn_timing"] = run_siemens_spec(folder, args)
+        if final.shape != canvas:
+            msg = f"the run's object is {final.shape}, the stitcher's frame {canvas}"
+            raise RuntimeError(msg)
+        objects_by_method = {"PINN": pinn, "PINN + refine": final}
+    # The positions' bounding box alone: pty-chi's outermost pixels, lit by the probe's tails
+    # only, hold outliers that would set the amplitude's SSIM range.
+    region = scanned_region(scan.x_px, scan.y_px, canvas, 0)
+    scores = {name: score(obj, ref, region) for name, obj in objects_by_method.items()}
+    save_montage(
+        folder / "montage.png",
+        f"Siemens star (real data, {len(scan)} patterns): against pty-chi LSQML, "
+        f"{SIEMENS_REFERENCE_EPOCHS} epochs, probe refined",
+        ref,
+        {name: s["aligned"] for name, s in scores.items()},
+        region,
+        reference_name="pty-chi",
+    )
+    row["scores"] = {k: {n: v for n, v in s.items() if n != "aligned"} for k, s in scores.items()}
+    (folder / "scores.json").write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def run_siemens_spec(folder: Path, args: argparse.Namespace):
+    """``examples/siemens_star.toml`` with the suite's overrides: (PINN, PINN + refine, wall,
+    timing)."""
+    overrides = [f"execution.accelerator={args.accelerator}"]
+    if args.star_epochs is not None:
+        overrides.append(f"training.nepochs={args.star_epochs}")
+    if args.refine == 0:
+        overrides += ["refine.iterations=0", "refine.probe=false"]
+    _, wall, timing = run_spec(
+        SIEMENS_SPEC,
+        folder / "run",
+        overrides=overrides,
+        log=folder / "run.log",
+        threads=args.threads,
+    )
+    pinn, final = pinn_objects(folder / "run")
+    return pinn, final, wall, timing
+
+
+def stitch_canvas(x_px: np.ndarray, y_px: np.ndarray, n: int) -> tuple[int, int]:
+    """The stitcher's frame when the data sets none: reaching every patch's far edge
+    (``runner.reconstruct.stitch.stitch``)."""
+    return int(np.ceil(np.max(y_px) + n / 2)) + 1, int(np.ceil(np.max(x_px) + n / 2)) + 1
+
+
+def siemens_table(row: dict) -> str:
+    lines = [
+        f"Siemens star ({row['patterns']} measured patterns): scored against pty-chi LSQML "
+        f"({SIEMENS_REFERENCE_EPOCHS} epochs, probe refined, {row['ptychi_wall_s']:.0f} s)",
+        "",
+        "| method | amp SSIM | phase SSIM | phase FRC50 | shift (px) | wall (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    wall = walls(row)
+    for method, s in row["scores"].items():
+        lines.append(
+            f"| {method} | {s['amp_ssim']:.3f} | {s['phase_ssim']:.3f} | {s['phase_frc50']:.1f} | "
+            f"{s['shift_px'][0]:+.1f}, {s['shift_px'][1]:+.1f} | {wall[method]} |"
+        )
+    return "\n".join(lines)
+
+
+def walls(row: dict) -> dict[str, str]:
+    """Wall time per method: the run's own (``timing.toml``, interpreter start excluded) for
+    the PINN, split at the refinement when the run times it apart (a ``refine`` key)."""
+    ptychi = f"{row['ptychi_wall_s']:.0f}" + (" (cached)" if row["ptychi_cached"] else "")
+    if "pinn_timing" not in row:
+        return {"pty-chi": ptychi}
+    timing = row["pinn_timing"]
+    total = float(timing["wall_time_s"])
+    refine = next((float(v) for k, v in timing.items() if "refine" in k), None)
+    return {
+        "PINN": f"{total if refine is None else total - refine:.0f}",
+        "PINN + refine": f"{total:.0f}" if refine is not None else "(same run)",
+        "pty-chi": ptychi,
+    }
+
+
+def table(rows: Sequence[dict]) -> str:
+    lines = [
+        "| case | object | probe | step | initial probe | patterns | method | amp SSIM | "
+        "phase SSIM | phase MAE (rad) | phase FRC50 | shift (px) | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c, wall = r["case"], walls(r)
+        for method, s in r["scores"].items():
+            lines.append(
+                f"| {c['name']} | {c['object']} | {c['probe']} | {c['step']} | "
+                f"{c['initial_probe']} | {r['patterns']} | {method} | {s['amp_ssim']:.3f} | "
+                f"{s['phase_ssim']:.3f} | {s['phase_mae']:.3f} | {s['phase_frc50']:.1f} | "
+                f"{s['shift_px'][0]:+.1f}, {s['shift_px'][1]:+.1f} | {wall[method]} |"
+            )
+    return "\n".join(lines)
 
 
 def host() -> str:
@@ -141,51 +578,87 @@ def host() -> str:
     return f"{cpu}; {gpu}; torch {torch.__version__}; {torch.get_num_threads()} threads"
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[5, 50])
-    parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--precision", default="32-true")
-    parser.add_argument("--probe", choices=("run1084", "disk"), default="run1084")
-    parser.add_argument("--gridsize", type=int, default=1)
-    parser.add_argument("--n-filters-scale", type=int, default=2)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    names = [c.name for c in CASES]
     parser.add_argument(
-        "--stitch",
-        choices=("position", "probe"),
-        default="probe",
-        help="inference.stitch: probe weights each patch pixel by the probe's intensity",
+        "--cases", nargs="+", choices=[*names, "siemens"], default=[*names, "siemens"]
+    )
+    parser.add_argument("--list", action="store_true", help="print the cases and exit")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=8,
+        help="PINN epochs for the anchor's pattern count; a case with fewer patterns trains "
+        "proportionally more epochs, so every PINN takes the same number of steps",
+    )
+    parser.add_argument("--refine", type=int, default=20, help="refine.iterations (0: PINN only)")
+    parser.add_argument("--ptychi-epochs", type=int, default=100)
+    parser.add_argument(
+        "--star-epochs",
+        type=int,
+        default=None,
+        help="PINN epochs on the Siemens star (default: the spec's)",
+    )
+    parser.add_argument("--ptychi-batch", type=int, default=32)
+    parser.add_argument(
+        "--fresh-ptychi",
+        action="store_true",
+        help="recompute pty-chi even where OUT/CASE/ptychi.npz holds a result with the same settings",
     )
     parser.add_argument(
-        "--trim",
+        "--skip-pinn", action="store_true", help="run pty-chi only (the star: its reference only)"
+    )
+    parser.add_argument("--nphotons", type=float, default=1e6, help="photons per pattern")
+    parser.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--threads",
         type=int,
-        default=44,
-        help="px cut from each patch side before stitching; 44 keeps the central 40 px, the "
-        "reference inference's 20 px crop at N = 64 scaled to N = 128 (the spec default N/4 = 32 "
-        "keeps 64 px, beyond the probe's well-lit core)",
+        default=torch_threads(),
+        help="CPU threads for both the PINN run and pty-chi (on a shared machine 1 is often "
+        "faster: oversubscribed threads wait on each other)",
     )
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "ptycho-quality")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.anchor_patterns = len(range(0, OBJECT_SIZE - N + 1, 6)) ** 2
+    return args
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.list:
+        for c in CASES:
+            print(
+                f"{c.name}: {c.object}, {c.probe} probe, step {c.step} px, {c.initial_probe} initial probe"
+            )
+        print("siemens: the real Siemens star, against pty-chi LSQML (60 epochs, probe refined)")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.probe == "run1084" and not RUN1084.is_file():
-        parser.error(f"{RUN1084} not found: use --probe disk --gridsize 2")
-    probe = str(padded_run1084_probe(args.out)) if args.probe == "run1084" else "disk"
-    rows = [run_once(args.out, epochs=e, args=args, probe=probe) for e in args.epochs]
-    print(f"\nhost: {host()}")
-    print(
-        f"recipe: N=128, gridsize {args.gridsize}, probe {args.probe}, 4,489 training patterns, "
-        f"1e9 photons, stitch {args.stitch}, trim {args.trim}"
-    )
-    print(
-        "| epochs | amp SSIM | phase SSIM | amp MAE | phase MAE | final train loss | wall (s) | device |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['epochs']} | {r['amp_ssim']:.3f} | {r['phase_ssim']:.3f} | {r['amp_mae']:.3f} | "
-            f"{r['phase_mae']:.3f} | {r['final_train_loss']:.4f} | {r['wall_s']:.0f} | {r['device']} |"
-        )
-    print("reference gate after 5 epochs: amp SSIM ≥ 0.485, phase SSIM ≥ 0.870")
+    started = time.perf_counter()
+    rows = [run_case(c, args) for c in CASES if c.name in args.cases]
+    report = [
+        f"host: {host()}",
+        f"N = {N}, {OBJECT_SIZE} px objects, {args.nphotons:.0e} photons per pattern; PINN "
+        f"{args.epochs} epochs (anchor), gridsize 2, refine {args.refine} iterations; "
+        f"pty-chi LSQML {args.ptychi_epochs} epochs, batch {args.ptychi_batch}",
+        "",
+        table(rows),
+    ]
+    if "siemens" in args.cases:
+        report += ["", siemens_table(run_siemens(args))]
+    report.append(f"\nsuite wall time: {time.perf_counter() - started:.0f} s")
+    text = "\n".join(report) + "\n"
+    (args.out / "quality.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

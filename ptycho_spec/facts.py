@@ -175,7 +175,10 @@ _READERS: Final[Mapping[str, Callable[[Mapping[str, str]], tuple[DataFile, ...]]
 
 
 def read_scan_npz(path: str, role: str) -> DataFile:
-    """Facts of a diffraction NPZ in the PtychoPINN data contract."""
+    """Facts of a diffraction NPZ in the PtychoPINN data contract, its values checked
+    (``data_checks``: an illuminating probe, measured patterns, positions a canvas holds)."""
+    from ptycho_spec.data_checks import check_positions, check_probe  # numpy: on first use
+
     arrays = npz_arrays(path)
     dkey = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
     if dkey is None:
@@ -187,16 +190,19 @@ def read_scan_npz(path: str, role: str) -> DataFile:
         _check_coords(path, key, arrays, n_patterns)
     with _open_npz(path) as npz:
         scan = _scan_facts(path, npz, dkey, n_patterns, has_object="objectGuess" in arrays)
-        check_finite(path, "probeGuess", npz["probeGuess"])
+        check_probe(npz["probeGuess"], path=path)
+        check_positions(npz["xcoords"], npz["ycoords"], n=side, path=path)
     return DataFile(input=_data_input(path, role, arrays), probe_side=side, scan=scan)
 
 
 def read_probe_npz(path: str) -> DataFile:
     """Facts of an NPZ that provides a probe (``probeGuess``) for simulation."""
+    from ptycho_spec.data_checks import check_probe  # numpy: on first use
+
     arrays = npz_arrays(path)
     side = _probe_side(path, arrays)
     with _open_npz(path) as npz:
-        check_finite(path, "probeGuess", npz["probeGuess"])
+        check_probe(npz["probeGuess"], path=path)
     return DataFile(input=_data_input(path, "probe", arrays), probe_side=side)
 
 
@@ -331,6 +337,8 @@ def check_finite(path: str, key: str, values: Any) -> None:
 
 
 def _scan_facts(path: str, npz: Any, dkey: str, n_patterns: int, *, has_object: bool) -> ScanFacts:
+    from ptycho_spec.data_checks import check_patterns
+
     np = _numpy()
     data = npz[dkey]
     if data.shape[0] != n_patterns:  # the legacy (N, N, M) layout
@@ -339,6 +347,8 @@ def _scan_facts(path: str, npz: Any, dkey: str, n_patterns: int, *, has_object: 
     if (data < 0).any():
         msg = "holds negative values"
         raise DataError(msg, path=path, key=dkey)
+    over = " on the pixels valid_mask keeps" if "valid_mask" in npz.files else ""
+    check_patterns(_good_pixels(npz, data), path=path, key=dkey, over=over)
     for key in ("xcoords", "ycoords"):
         check_finite(path, key, npz[key])
     counts = _is_counts(np, data)
@@ -350,6 +360,16 @@ def _scan_facts(path: str, npz: Any, dkey: str, n_patterns: int, *, has_object: 
         nphotons=_stored_nphotons(path, npz),
         has_object=has_object,
     )
+
+
+def _good_pixels(npz: Any, data: Any) -> Any:
+    """The patterns ``(M, N, N)`` with the pixels a ``valid_mask`` marks bad set to 0."""
+    if "valid_mask" not in npz.files:
+        return data
+    mask = npz["valid_mask"]
+    if mask.dtype != bool or mask.shape != data.shape[1:]:
+        return data  # the runner's reader names what is wrong with the mask
+    return data * mask
 
 
 def _is_counts(np: Any, data: Any) -> bool:

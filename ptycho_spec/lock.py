@@ -13,7 +13,9 @@ Tables (keys sorted, every field explicit, ``None`` written ``"none"``, no times
 
 A format version grows by revisions that only add keys. A lock of an earlier revision is read
 with the values that make it mean what it meant when it was written, and written back without
-them, so that its digests still hold and it replays as it ran.
+them, so that its digests still hold and it replays as it ran. Likewise a value written under a
+name the compiler no longer writes (``execution.accelerator = "gpu"``) is read as the one name
+(``"cuda"``) and written back as it was.
 
 ``specs/lockfile-v1.md`` documents the format; the runner reads a lock only through
 :func:`read_lock` / :func:`loads_lock`.
@@ -38,7 +40,14 @@ from attrs import field, frozen
 from ptycho_spec import __version__, atomic
 from ptycho_spec.convert import structure, to_toml_tree
 from ptycho_spec.errors import LockError, Origin, SpecIssue
-from ptycho_spec.schema import AUTO, SPEC_VERSION, Canonical, Execution, Resolved
+from ptycho_spec.schema import (
+    ACCELERATOR_ALIASES,
+    AUTO,
+    SPEC_VERSION,
+    Canonical,
+    Execution,
+    Resolved,
+)
 from ptycho_spec.toml_lines import decode_error, parse_toml
 from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 
@@ -61,6 +70,8 @@ ADDED_IN_REVISION: Final = MappingProxyType(
     }
 )
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")
+# Values earlier compilers wrote under another name, by key: old name → the one name.
+RENAMED_VALUES: Final = MappingProxyType({("execution", "accelerator"): ACCELERATOR_ALIASES})
 
 
 @frozen(kw_only=True)
@@ -129,7 +140,9 @@ class Header:
 
 @frozen(kw_only=True)
 class Lock:
-    """A compiled run. ``warnings`` are the compiler's diagnostics; they are not written."""
+    """A compiled run. ``warnings`` are the compiler's diagnostics; they are not written.
+    ``written_as`` holds the values a lock read from text held under an older name
+    (``RENAMED_VALUES``), by key: written back so, its digests hold."""
 
     header: Header
     resolved: Resolved
@@ -137,6 +150,7 @@ class Lock:
     inputs: Inputs
     environment: Environment
     warnings: tuple[SpecIssue, ...] = field(default=(), eq=False, repr=False)
+    written_as: Mapping[KeyPath, Any] = field(factory=dict, eq=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The lock as TOML-ready nested dicts (the digests included)."""
@@ -144,6 +158,8 @@ class Lock:
         body["lock"] = to_toml_tree(self.header)
         for path in _added_after(self.header.format_revision):
             _pop(body, path)
+        for path, value in self.written_as.items():
+            _put(body, path, value)
         return _sorted(body)
 
     @classmethod
@@ -152,7 +168,9 @@ class Lock:
         an earlier revision with the values it was written without)."""
         _check_version(data)
         _check_digest(data)
-        return _structure_lock(_upgrade(data))
+        upgraded = _upgrade(data)
+        written_as = _rename_values(upgraded)
+        return attrs.evolve(_structure_lock(upgraded), written_as=written_as)
 
     def validate(self) -> Lock:
         """Round trip through the dict form: raises ``LockError`` if anything is off."""
@@ -288,6 +306,28 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
             raise LockError(msg)
         table[last] = _plain(value)
     return upgraded
+
+
+def _rename_values(data: dict[str, Any]) -> dict[KeyPath, Any]:
+    """Rewrite, in place, values held under an older name (``RENAMED_VALUES``) to the one name;
+    return the old values by key."""
+    renamed: dict[KeyPath, Any] = {}
+    for (*parents, last), names in RENAMED_VALUES.items():
+        table: Any = data
+        for name in parents:
+            table = table.get(name) if isinstance(table, dict) else None
+        value = table.get(last) if isinstance(table, dict) else None
+        if isinstance(value, str) and value in names:
+            renamed[(*parents, last)] = value
+            table[last] = names[value]
+    return renamed
+
+
+def _put(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
+    *parents, last = path
+    for name in parents:
+        tree = tree[name]
+    tree[last] = value
 
 
 def _plain(value: Any) -> Any:

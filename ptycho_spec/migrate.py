@@ -17,9 +17,9 @@ from attrs import frozen
 
 from ptycho_spec.convert import flatten
 from ptycho_spec.errors import Origin, SpecError, SpecIssue
-from ptycho_spec.rules import OPTIMIZER_PARAMS, SCHEDULER_PARAMS
 from ptycho_spec.schema import SPEC_SECTIONS, SPEC_VERSION
 from ptycho_spec.tree import get_in, key_path, leaf_field, set_in
+from ptycho_spec.vocabulary import OPTIMIZER_PARAMS, SCHEDULER_PARAMS
 
 YAML_SUFFIXES: Final = (".yaml", ".yml")
 

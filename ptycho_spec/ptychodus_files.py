@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 from attrs import frozen
 
+from ptycho_spec.data_checks import check_patterns, check_probe
 from ptycho_spec.errors import DataError
 from ptycho_spec.facts import ZIP_ERRORS, check_finite
 from ptycho_spec.lock import ArrayInfo
@@ -117,6 +118,7 @@ def read_product(path: str, *, with_object: bool = False) -> ProductFile:
         probe_ds, object_ds = _dataset(path, h5, PROBE), _dataset(path, h5, OBJECT)
         probes = _complex(path, PROBE, _values(path, probe_ds))
         probe = probe_mode0(probes, path=path)
+        check_probe(probe, path=path, key=PROBE)
         object_shape = object_frame(object_ds.shape, object_ds.dtype, path=path)
         pixel_m = _pixel_size(path, OBJECT, object_ds)
         check_pixels(_pixel_size(path, PROBE, probe_ds), pixel_m, path=path)
@@ -403,8 +405,11 @@ def counts_to_amplitude(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: s
 
 
 def mean_counts(patterns: np.ndarray, bad_pixels: np.ndarray, *, path: str) -> float:
-    """Photons per pattern: the mean over patterns of the counts summed over good pixels."""
-    return float(_good_counts(patterns, bad_pixels, path=path).sum(axis=(1, 2)).mean())
+    """Photons per pattern: the mean over patterns of the counts summed over good pixels;
+    ``DataError`` when every pattern is zero there."""
+    counts = _good_counts(patterns, bad_pixels, path=path)
+    check_patterns(counts, path=path, key=PATTERNS, over=" on its good pixels")
+    return float(counts.sum(axis=(1, 2)).mean())
 
 
 # --- facts ------------------------------------------------------------------------------------

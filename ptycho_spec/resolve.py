@@ -22,14 +22,7 @@ from ptycho_spec.convert import show
 from ptycho_spec.errors import DataError, Origin
 from ptycho_spec.facts import DataFile, HostFacts, InputFacts, InputPaths, ScanFacts
 from ptycho_spec.merge import Merged
-from ptycho_spec.rules import (
-    OPTIMIZER_PARAMS,
-    SCHEDULER_PARAMS,
-    Context,
-    Finding,
-    finding,
-    where,
-)
+from ptycho_spec.rules import Context, Finding, finding, where
 from ptycho_spec.schema import (
     AUTO,
     SUPPORTED_N,
@@ -41,6 +34,13 @@ from ptycho_spec.schema import (
     Spec,
 )
 from ptycho_spec.tree import KeyPath, dotted, key_path, schema_leaves, value_at
+from ptycho_spec.vocabulary import (
+    AUTO_WEIGHT_TERM,
+    OPTIMIZER_PARAMS,
+    SCHEDULER_PARAMS,
+    auto_weight,
+    has_validation,
+)
 
 DEFAULT_TRAIN_GROUPS: Final = 512
 DEFAULT_INFER_BATCH: Final = 64
@@ -387,9 +387,6 @@ def _nphotons_from_file(run: _Run, scan: ScanFacts, path: str) -> None:
             msg = f"{show(value)} contradicts the nphotons array {scan.nphotons!r} in {path}"
             run.error("training.nphotons", msg)
         return
-    if scan.measurement == "counts" and scan.mean_counts is not None and scan.mean_counts <= 0:
-        run.error("training.nphotons", f"cannot be inferred: the patterns in {path} hold no counts")
-        return
     run.set("training.nphotons", *_photon_scale(scan, path))
 
 
@@ -433,9 +430,39 @@ def _pattern_role(data: Data, role: str) -> str:
     return role if data.test_fraction is None else "train"
 
 
+def _split(run: _Run) -> None:
+    """A file that ``data.test_fraction`` splits must leave patterns on both sides."""
+    data = run.spec.data
+    if data.test_fraction is None or data.source == "simulate":
+        return
+    file = run.facts.get(_pattern_role(data, "train"))
+    if file is None or file.scan is None:
+        return
+    total = file.scan.n_patterns
+    if 0 in split_counts(total, data.test_fraction):
+        msg = (
+            f"cannot split the {total} pattern of {file.input.path} into training and test patterns"
+        )
+        run.error("data.test_fraction", msg)
+
+
+def _group_pool(run: _Run, role: str) -> tuple[int, str] | None:
+    """(patterns, where) that groups are drawn from: ``_patterns``, less what
+    ``data.n_subsample`` leaves out of the training patterns."""
+    available = _patterns(run, role)
+    subsample = run.spec.data.n_subsample
+    if available is None or role != "train" or subsample is None:
+        return available
+    count, source = available
+    if subsample > count:
+        run.error("data.n_subsample", f"{subsample} exceeds the {count} patterns of {source}")
+        return None
+    return subsample, f"data.n_subsample = {subsample} of {source}"
+
+
 def _groups(run: _Run) -> None:
     role = "train" if run.training_task else "test"
-    available = _patterns(run, role)
+    available = _group_pool(run, role)
     if available is None:
         return
     count, source = available
@@ -469,6 +496,20 @@ def _supervised_labels(run: _Run) -> None:
 # --- settings derived from settings -----------------------------------------------------------
 
 
+def _neighbours(run: _Run) -> None:
+    """With gridsize > 1 each group is drawn from a seed's neighbor_count nearest *other*
+    patterns, in the training pool and in the test scan."""
+    k = run.spec.data.neighbor_count
+    if run.spec.model.gridsize == 1 or not isinstance(k, int):
+        return
+    roles = {"train": run.training_task, "test": run.spec.run.task != "train"}
+    for role in (r for r, used in roles.items() if used):
+        available = _group_pool(run, role)
+        if available is not None and k >= available[0]:
+            msg = f"{k} needs more than the {available[0]} patterns of {available[1]}"
+            run.error("data.neighbor_count", msg, "model.gridsize")
+
+
 def _derive(run: _Run, path: str, value: Any, because: str) -> None:
     if run.auto(path):
         run.set(path, value, _derived(because))
@@ -487,9 +528,8 @@ def _model_flags(run: _Run) -> None:
 
 def _loss_weights(run: _Run) -> None:
     loss = run.spec.training.loss
-    because = f"training.loss = {loss}"
-    _derive(run, "training.nll_weight", 1.0 if loss == "poisson" else 0.0, because)
-    _derive(run, "training.mae_weight", 1.0 if loss == "mae" else 0.0, because)
+    for name in AUTO_WEIGHT_TERM:
+        _derive(run, f"training.{name}", auto_weight(name, loss), f"training.loss = {loss}")
 
 
 def _optimizer_params(run: _Run) -> None:
@@ -539,7 +579,7 @@ def _accelerator(run: _Run) -> None:
             Origin("host", detail=f"{host.accelerator} on the compiling host"),
         )
     accelerator = run.spec.execution.accelerator
-    if accelerator in ("cuda", "gpu", "mps") and _family(accelerator) != _family(host.accelerator):
+    if accelerator != "cpu" and accelerator != host.accelerator:
         run.error(
             "execution.accelerator",
             f"the compiling host has no {accelerator} device; the lock runs only where one is",
@@ -549,20 +589,16 @@ def _accelerator(run: _Run) -> None:
         _devices(run, accelerator)
 
 
-def _family(accelerator: str) -> str:
-    return "cuda" if accelerator in ("cuda", "gpu") else accelerator
-
-
 def _devices(run: _Run, accelerator: str) -> None:
     host = run.host
-    if _family(accelerator) != _family(host.accelerator) and accelerator != "cpu":
+    if accelerator != "cpu" and accelerator != host.accelerator:
         run.error(
             "execution.devices",
             '"auto" counts devices on the compiling host, which has none; set a number',
             "execution.accelerator",
         )
         return
-    count = host.device_count if _family(accelerator) == "cuda" else 1
+    count = host.device_count if accelerator == "cuda" else 1
     run.set(
         "execution.devices",
         count,
@@ -589,12 +625,20 @@ def _execution(run: _Run) -> None:
                 "host", detail="stderr is a terminal" if terminal else "stderr is not a terminal"
             ),
         )
-    validation = run.spec.training.val_fraction > 0
+    _checkpoint_monitor(run)
+
+
+def _checkpoint_monitor(run: _Run) -> None:
+    """The validation loss where training holds out validation groups, else the training
+    loss: the default must be a metric this run logs."""
+    fraction, groups = run.spec.training.val_fraction, run.spec.data.n_groups
+    n_groups = groups if run.training_task and isinstance(groups, int) and fraction > 0 else None
+    validation = has_validation(fraction, n_groups)
+    because = f"training.val_fraction = {fraction}"
+    if n_groups is not None and not validation:
+        because += f" holds out none of data.n_groups = {n_groups}"
     _derive(
-        run,
-        "execution.checkpoint_monitor",
-        "val_loss" if validation else "train_loss",
-        f"training.val_fraction = {run.spec.training.val_fraction}",
+        run, "execution.checkpoint_monitor", "val_loss" if validation else "train_loss", because
     )
 
 
@@ -611,9 +655,11 @@ STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _model_size,
     _measurement,
     _nphotons,
+    _split,
     _groups,
     _supervised_labels,
     _model_flags,
+    _neighbours,
     _loss_weights,
     _optimizer_params,
     _scheduler_params,
@@ -623,4 +669,4 @@ STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _execution,
 )
 # After these, later steps would work on values that failed to resolve.
-_FATAL_AFTER: Final = frozenset({_bundle, _model_size})
+_FATAL_AFTER: Final = frozenset({_bundle, _model_size, _split})

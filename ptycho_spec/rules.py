@@ -9,7 +9,6 @@ are validators in ``schema.py``; rules that need the data live in the resolver.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
-from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
@@ -19,33 +18,14 @@ from ptycho_spec.convert import show
 from ptycho_spec.errors import Origin, SpecIssue
 from ptycho_spec.schema import AUTO, Spec
 from ptycho_spec.tree import KeyPath, key_path, schema_leaves, value_at
+from ptycho_spec.vocabulary import (
+    OPTIMIZER_PARAMS,
+    SCHEDULER_PARAMS,
+    has_validation,
+    logged_metrics,
+    validation_groups,
+)
 
-# Which optimizer uses which parameter, and which scheduler which parameters.
-OPTIMIZER_PARAMS: Final = MappingProxyType(
-    {
-        "momentum": ("sgd",),
-        "adam_beta1": ("adam", "adamw"),
-        "adam_beta2": ("adam", "adamw"),
-    }
-)
-SCHEDULER_PARAMS: Final = MappingProxyType(
-    {
-        "constant": (),
-        "plateau": ("plateau_factor", "plateau_patience", "plateau_min_lr", "plateau_threshold"),
-        "exponential": ("exponential_gamma",),
-        "warmup_cosine": ("warmup_epochs", "min_lr_ratio"),
-    }
-)
-# Metrics the training module logs, hence the only valid checkpoint monitors.
-LOGGED_METRICS: Final = (
-    "train_loss",
-    "val_loss",
-    "train_poisson",
-    "val_poisson",
-    "train_mae",
-    "val_mae",
-    "lr",
-)
 MULTI_PROCESS_STRATEGIES: Final = ("ddp", "ddp_spawn", "fsdp")
 # Loggers whose package is an optional extra of the same name.
 OPTIONAL_LOGGERS: Final = ("tensorboard", "mlflow")
@@ -225,16 +205,41 @@ def _logger_installed(spec: Spec, ctx: Context) -> Iterator[Finding]:
         yield finding(spec, ctx, "execution.logger", msg)
 
 
+def _training_groups(spec: Spec) -> int | None:
+    """The number of training groups, where the spec already says it."""
+    n_groups = spec.data.n_groups
+    return n_groups if isinstance(n_groups, int) and spec.run.task != "infer" else None
+
+
 def _checkpoint_monitor(spec: Spec, ctx: Context) -> Iterator[Finding]:
-    monitor = spec.execution.checkpoint_monitor
+    """The monitor (of checkpoints and early stopping) must be a metric the run logs."""
+    monitor, training = spec.execution.checkpoint_monitor, spec.training
     if monitor == AUTO or spec.run.task == "infer":
         return
-    if monitor not in LOGGED_METRICS:
-        msg = f"must be a metric the module logs: {', '.join(LOGGED_METRICS)} (got {show(monitor)})"
+    n_groups = _training_groups(spec)
+    validation = has_validation(training.val_fraction, n_groups)
+    if monitor in logged_metrics(training, spec.model, validation=validation):
+        return
+    if monitor not in logged_metrics(training, spec.model, validation=True):
+        logged = ", ".join(logged_metrics(training, spec.model, validation=validation))
+        msg = f"must be a metric this run logs: {logged} (got {show(monitor)})"
         yield finding(spec, ctx, "execution.checkpoint_monitor", msg)
-    elif monitor.startswith("val_") and spec.training.val_fraction == 0:
+    elif training.val_fraction == 0:
         msg = f"{show(monitor)} is not logged without validation data"
         yield finding(spec, ctx, "execution.checkpoint_monitor", msg, "training.val_fraction")
+    else:
+        msg = f"{show(monitor)} is not logged without validation data: no group is held out"
+        yield finding(
+            spec, ctx, "execution.checkpoint_monitor", msg, "training.val_fraction", "data.n_groups"
+        )
+
+
+def _validation_split(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """Holding out every group for validation leaves none to train on."""
+    n_groups = _training_groups(spec)
+    if n_groups is not None and validation_groups(n_groups, spec.training.val_fraction) >= n_groups:
+        msg = f"holds out every group ({n_groups} of {n_groups}) for validation: none is left to train on"
+        yield finding(spec, ctx, "training.val_fraction", msg, "data.n_groups")
 
 
 def _task_bundle(spec: Spec, ctx: Context) -> Iterator[Finding]:
@@ -394,6 +399,14 @@ def _loss_weights(spec: Spec, ctx: Context) -> Iterator[Finding]:
         )
 
 
+def _trim(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """Stitching keeps the patch centre left after cutting ``trim`` px from each side."""
+    trim, n = spec.inference.trim, spec.model.N
+    if isinstance(trim, int) and isinstance(n, int) and spec.run.task != "train" and trim >= n / 2:
+        msg = f"must be less than N/2 = {n // 2}: it cuts {trim} px from each side of the patch"
+        yield finding(spec, ctx, "inference.trim", msg, "model.N")
+
+
 def _refine_task(spec: Spec, ctx: Context) -> Iterator[Finding]:
     if spec.refine.iterations > 0 and spec.run.task == "train":
         msg = 'needs a reconstruction to refine; use run.task = "train+infer" or "infer"'
@@ -430,6 +443,7 @@ RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
     _scheduler_params,
     _clip_algorithm,
     _loss_weights,
+    _trim,
     _refine_task,
     _refine_options,
     _loader_workers,
@@ -437,6 +451,7 @@ RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
     _processes,
     _deterministic_compile,
     _logger_installed,
+    _validation_split,
     _checkpoint_monitor,
 )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 import attrs
@@ -41,13 +42,15 @@ Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["constant", "plateau", "exponential", "warmup_cosine"]
 ClipAlgorithm = Literal["norm", "value"]
 Stitch = Literal["position", "probe"]
-Accelerator = Literal["cpu", "cuda", "gpu", "mps"]
+Accelerator = Literal["cpu", "cuda", "mps"]
 Strategy = Literal["single_device", "ddp", "ddp_spawn", "fsdp"]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "64-true"]
 MatmulPrecision = Literal["highest", "high", "medium"]
 CheckpointMode = Literal["min", "max"]
 Logger = Literal["csv", "tensorboard", "mlflow", "none"]
 SUPPORTED_N: Final = (64, 128, 256)
+# Lightning's other names for an accelerator: a spec may use them, the compiler writes ours.
+ACCELERATOR_ALIASES: Final = MappingProxyType({"gpu": "cuda"})
 
 
 # --- validators -------------------------------------------------------------------------------
@@ -531,6 +534,7 @@ class Execution:
     accelerator: Accelerator | Literal["auto"] = setting(
         AUTO,
         doc="Device type.",
+        value_aliases=dict(ACCELERATOR_ALIASES),
         auto="cuda if the compiling host has a CUDA GPU and a CUDA "
         "build of torch, mps on Apple silicon, else cpu",
     )
@@ -572,8 +576,12 @@ class Execution:
     )
     checkpoint_monitor: str = setting(
         AUTO,
-        doc="Metric that ranks checkpoints; must be one the module logs.",
-        auto='"val_loss", or "train_loss" without validation data',
+        doc="Metric that ranks checkpoints (and that early stopping watches); must be one the "
+        "run logs: train_loss, train_TERM for each loss term weighted above 0 (poisson, mae, tv; "
+        "supervised for a supervised model), the same with val_ when validation groups are held "
+        "out, and lr.",
+        auto='"val_loss" when round(val_fraction · n_groups) ≥ 1 validation groups are held out, '
+        'else "train_loss"',
     )
     checkpoint_mode: CheckpointMode = setting("min", doc="Whether lower or higher is better.")
     checkpoint_save_last: bool = setting(True, doc="Also keep last.ckpt.")

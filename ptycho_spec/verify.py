@@ -178,7 +178,7 @@ def _environment(key: str, locked: str | None, now: str | None) -> Drift | None:
 
 def _accelerator(execution: Execution, host: HostFacts) -> Drift | None:
     """A GPU run needs ``devices`` GPUs of its kind on this node; a CPU run always runs."""
-    wanted = "cuda" if execution.accelerator == "gpu" else execution.accelerator
+    wanted = execution.accelerator
     if wanted == "cpu":
         return None
     available = host.device_count if host.accelerator == wanted else 0

@@ -62,17 +62,16 @@ def write_spec(
 def write_npz_run(
     folder: Path, *, name: str, diff3d: np.ndarray | None = None, **extra: Any
 ) -> Path:
-    """A 4-pattern NPZ ``folder/name.npz`` (``diff3d`` ones unless given, plus ``extra``
-    arrays) and a spec ``folder/name.toml`` that trains on it; returns the spec."""
+    """A 4-pattern NPZ ``folder/name.npz`` (``diff3d`` ones unless given; ``extra`` arrays
+    added or replacing the others) and a spec ``folder/name.toml`` that trains on it; returns the spec."""
     data = folder / f"{name}.npz"
-    np.savez(
-        data,
-        diff3d=np.ones((4, 64, 64), np.float32) if diff3d is None else diff3d,
-        xcoords=np.arange(4.0) + 40,
-        ycoords=np.full(4, 40.0),
-        probeGuess=np.ones((64, 64), np.complex64),
-        **extra,
-    )
+    arrays = {
+        "diff3d": np.ones((4, 64, 64), np.float32) if diff3d is None else diff3d,
+        "xcoords": np.arange(4.0) + 40,
+        "ycoords": np.full(4, 40.0),
+        "probeGuess": np.ones((64, 64), np.complex64),
+    }
+    np.savez(data, **(arrays | extra))
     spec = folder / f"{name}.toml"
     spec.write_text(
         f'spec_version = 1\n[data]\nsource = "npz"\ntrain_file = "{data}"\n'

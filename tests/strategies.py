@@ -18,7 +18,7 @@ from ptycho_spec.errors import Origin
 from ptycho_spec.facts import DataFile, HostFacts, InputFacts, ScanFacts
 from ptycho_spec.load import Layer, default_layer, env_layer, loads_spec, set_layer
 from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock
-from ptycho_spec.resolve import raster_count
+from ptycho_spec.resolve import raster_count, split_counts
 
 SPEC_DIR = "/virtual/specs"
 SPEC_PATH = f"{SPEC_DIR}/spec.toml"
@@ -257,7 +257,8 @@ def training_tables(draw: Any) -> dict[str, Any]:
 
 
 @st.composite
-def execution_tables(draw: Any, validation: bool) -> dict[str, Any]:
+def execution_tables(draw: Any, monitors: Sequence[str]) -> dict[str, Any]:
+    """An execution table whose checkpoint monitor, if set, is one of ``monitors``."""
     devices, nodes = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     strategies = (
         ["auto", "single_device"] if devices * nodes == 1 else ["auto", "ddp", "ddp_spawn", "fsdp"]
@@ -271,10 +272,7 @@ def execution_tables(draw: Any, validation: bool) -> dict[str, Any]:
     if workers:
         _maybe(draw, execution, "persistent_workers", st.booleans())
         _maybe(draw, execution, "prefetch_factor", st.integers(1, 4))
-    monitors = ["auto", "train_loss", "train_mae", "lr"] + (
-        ["val_loss", "val_mae"] if validation else []
-    )
-    _maybe(draw, execution, "checkpoint_monitor", st.sampled_from(monitors))
+    _maybe(draw, execution, "checkpoint_monitor", st.sampled_from(["auto", *monitors]))
     _maybe(draw, execution, "logger", st.sampled_from(["csv", "none", "mlflow"]))
     _maybe(draw, execution, "enable_progress_bar", st.sampled_from(["auto", True, False]))
     _maybe(draw, execution, "accumulate_grad_batches", st.integers(1, 4))
@@ -285,18 +283,24 @@ def execution_tables(draw: Any, validation: bool) -> dict[str, Any]:
 def spec_trees(draw: Any) -> dict[str, Any]:
     """A valid spec v1 tree: simulated data, or an NPZ whose facts :func:`facts_for` gives."""
     run = draw(run_tables())
-    gridsize = draw(st.integers(1, 2))
     data = draw(st.one_of(simulated_data(run["task"], 64), npz_data(run["task"])))
+    # each group draws from neighbor_count *other* patterns of the training and the test scan
+    neighbours = min(_scan_patterns(run, data)) - 1
+    gridsize = draw(st.integers(1, 2)) if neighbours >= 4 else 1
     if gridsize > 1:
-        _maybe(draw, data, "neighbor_count", st.one_of(st.just("auto"), st.integers(4, 8)))
+        _maybe(
+            draw,
+            data,
+            "neighbor_count",
+            st.one_of(st.just("auto"), st.integers(4, min(8, neighbours))),
+        )
     training = draw(training_tables())
-    validation = training.get("val_fraction", 0.05) > 0
     tree = {
         "run": run,
         "data": data,
         "model": draw(model_tables(gridsize)),
         "training": training,
-        "execution": draw(execution_tables(validation)),
+        "execution": draw(execution_tables(_monitors(training, _training_groups(run, data)))),
     }
     inference: dict[str, Any] = {}
     _maybe(draw, inference, "batch_size", st.one_of(st.just("auto"), st.integers(1, 64)))
@@ -308,6 +312,47 @@ def spec_trees(draw: Any) -> dict[str, Any]:
         | ({"inference": inference} if inference else {})
         | ({"refine": refine} if refine else {})
     )
+
+
+def _scan_patterns(run: Mapping[str, Any], data: Mapping[str, Any]) -> list[int]:
+    """The patterns of the training scan and (train+infer) the test scan of a drawn spec."""
+    if data["source"] == "simulate":
+        sim = data["simulate"]
+        counts = [
+            raster_count(sim["object_size"], 64, sim["scan_step_train"], sim["n_train_objects"])
+        ]
+        if run["task"] != "train":
+            counts.append(
+                raster_count(sim["object_size"], 64, sim["scan_step_test"], sim["n_test_objects"])
+            )
+        return counts
+    fraction = data.get("test_fraction")
+    return (
+        [N_TRAIN_PATTERNS] if fraction is None else list(split_counts(N_TRAIN_PATTERNS, fraction))
+    )
+
+
+def _training_groups(run: Mapping[str, Any], data: Mapping[str, Any]) -> int:
+    """The training groups of a drawn spec: n_groups, or what "all" and "auto" resolve to."""
+    groups = data["n_groups"]
+    if isinstance(groups, int):
+        return groups
+    if data["source"] == "simulate":
+        sim = data["simulate"]
+        return raster_count(sim["object_size"], 64, sim["scan_step_train"], sim["n_train_objects"])
+    if groups == "auto":
+        return 512
+    fraction = data.get("test_fraction")
+    return N_TRAIN_PATTERNS if fraction is None else split_counts(N_TRAIN_PATTERNS, fraction)[0]
+
+
+def _monitors(training: Mapping[str, Any], n_groups: int) -> list[str]:
+    """The metrics a drawn training table logs (written out here, not taken from the code
+    under test): the loss and the data term per stage, validation only when a group is held
+    out, and the learning rate."""
+    term = "mae" if training.get("loss") == "mae" else "poisson"
+    stages = ["train"] + (["val"] if round(training.get("val_fraction", 0.05) * n_groups) else [])
+    return [f"{stage}_{name}" for stage in stages for name in ("loss", term)] + ["lr"]
 
 
 @st.composite
@@ -343,3 +388,120 @@ def origin_free(kind: str, detail: str) -> Any:
     return lambda _path: Origin(
         kind, file=None if kind not in ("spec", "extends") else SPEC_PATH, detail=detail or None
     )
+
+
+# --- degenerate data ----------------------------------------------------------------------------
+
+DEGENERATE_N = 64
+
+
+def degenerate_probe(kind: str) -> np.ndarray:
+    """A 64 × 64 probe: lit (flat or a disk), or degenerate (zero, below float32 resolution,
+    lit only on its border, or holding a NaN)."""
+    n = DEGENERATE_N
+    r = np.hypot(*np.meshgrid(np.arange(n) - n / 2, np.arange(n) - n / 2))
+    probe = {
+        "flat": np.ones((n, n)),
+        "disk": (r < n / 4).astype(float),
+        "zero": np.zeros((n, n)),
+        "tiny": np.full((n, n), 1e-42),
+        "border": (r > 0.45 * n).astype(float),
+        "nan": np.where(r < 2, np.nan, 1.0),
+    }[kind]
+    return probe.astype(np.complex64)
+
+
+def degenerate_patterns(kind: str, m: int, counts: bool) -> np.ndarray:
+    """``(M, 64, 64)`` patterns: Poisson counts (or their amplitudes), or degenerate ones."""
+    rng = np.random.default_rng(m)
+    values = rng.poisson(3.0, (m, DEGENERATE_N, DEGENERATE_N)).astype(np.float32)
+    if kind == "zero":
+        values[:] = 0
+    elif kind == "zero in the first half":
+        values[: max(1, m // 2)] = 0
+    elif kind == "constant":
+        values[:] = 2
+    elif kind == "nan":
+        values[0, 5, 5] = np.nan
+    return values if counts else np.sqrt(values)
+
+
+def degenerate_positions(kind: str, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) px of M patterns: a line scan 6 px apart, or degenerate positions."""
+    x, y = 40.0 + 6.0 * np.arange(m), np.full(m, 40.0)
+    if kind == "constant":
+        x[:] = 40.0
+    elif kind == "duplicated":
+        x[1::2] = x[::2][: len(x[1::2])]
+    elif kind == "outlier":
+        x[-1] = 1e7
+    elif kind == "nanometres":
+        x, y = x * 1e4, (y + np.arange(m)) * 1e4
+    elif kind == "metres":
+        x, y = x * 1e-8, y * 1e-8
+    elif kind == "negative":
+        x = x - 1e3
+    elif kind == "offset":
+        x, y = x + 1e6, y + 1e6
+    elif kind == "nan":
+        y[0] = np.nan
+    return x, y
+
+
+@st.composite
+def degenerate_runs(draw: Any) -> dict[str, Any]:
+    """A small NPZ scan (N = 64, 1 to 6 patterns) that is well formed but degenerate in one of
+    its probe, patterns, positions or valid pixels (or in none), as ``arrays``; and a one-epoch
+    run ``spec`` tree that trains (and maybe reconstructs) on it, with its group count,
+    validation split, monitor and gridsize drawn near their limits."""
+    m = draw(st.integers(1, 6))
+    broken = draw(st.sampled_from(["nothing", "probe", "patterns", "positions", "valid_mask"]))
+
+    def kind(aspect: str, kinds: tuple[str, ...]) -> str:
+        return draw(st.sampled_from(kinds if broken == aspect else kinds[:1]))
+
+    x, y = degenerate_positions(kind("positions", DEGENERATE_POSITIONS), m)
+    arrays = {
+        "diff3d": degenerate_patterns(
+            kind("patterns", DEGENERATE_PATTERNS), m, draw(st.booleans())
+        ),
+        "xcoords": x,
+        "ycoords": y,
+        "probeGuess": degenerate_probe(kind("probe", DEGENERATE_PROBES)),
+    }
+    if broken == "valid_mask":
+        arrays["valid_mask"] = np.zeros((DEGENERATE_N, DEGENERATE_N), bool)
+    task = draw(st.sampled_from(["train", "train+infer"]))
+    data: dict[str, Any] = {"source": "npz", "train_file": "scan.npz"}
+    data["n_groups"] = draw(st.one_of(st.just("all"), st.integers(1, 6)))
+    if task != "train":
+        data["test_fraction"] = 0.5
+    training = {"nepochs": 1, "batch_size": 2}
+    _maybe(draw, training, "val_fraction", st.sampled_from([0.0, 0.5, 0.9]))
+    _maybe(draw, training, "realspace_weight", st.just(0.1))
+    execution = {"accelerator": "cpu", "enable_progress_bar": False, "logger": "none"}
+    monitors = ["val_loss", "train_loss", "train_tv", "val_poisson"]
+    _maybe(draw, execution, "checkpoint_monitor", st.sampled_from(monitors))
+    model = {"n_filters_scale": 1, "gridsize": draw(st.sampled_from([1, 1, 2]))}
+    _maybe(draw, model, "probe_mask", st.booleans())
+    spec = {"run": {"task": task}, "data": data, "model": model, "training": training}
+    spec["execution"] = execution
+    if task != "train":
+        spec["inference"] = {"stitch": draw(st.sampled_from(["position", "probe"]))}
+    return {"arrays": arrays, "spec": spec}
+
+
+# The first of each is healthy.
+DEGENERATE_PROBES = ("flat", "disk", "zero", "tiny", "border", "nan")
+DEGENERATE_PATTERNS = ("poisson", "zero", "zero in the first half", "constant", "nan")
+DEGENERATE_POSITIONS = (
+    "line",
+    "constant",
+    "duplicated",
+    "outlier",
+    "nanometres",
+    "metres",
+    "negative",
+    "offset",
+    "nan",
+)

@@ -142,6 +142,16 @@ class TestReadNpz:
         refused(save(tmp_path, diff3d=data), "diff3d", "negative")
         refused(save(tmp_path, diff3d=data), "diff3d", "negative", measurement="counts")
 
+    def test_dark_probe(self, tmp_path: Path) -> None:
+        """A probe that illuminates nothing is refused on loading, as at compile time."""
+        refused(save(tmp_path, probeGuess=np.zeros((N, N), np.complex64)), "probeGuess", "zero")
+
+    def test_positions_beyond_the_canvas_budget(self, tmp_path: Path) -> None:
+        """Positions a stitching canvas could not hold are refused, the outlier named."""
+        x = np.linspace(20, 30, M)
+        x[2] = 1e9
+        refused(save(tmp_path, xcoords=x), "xcoords", r"beyond the 4 GiB budget; index 2")
+
     def test_coordinate_lengths_differ(self, tmp_path: Path) -> None:
         refused(save(tmp_path, ycoords=np.zeros(M - 1)), "ycoords", "entries")
 

@@ -55,6 +55,7 @@ class TestReadScanNpz:
         write_scan_npz(path)
         arrays = dict(np.load(path))
         arrays["diff3d"] = np.zeros((12, 64, 64), np.uint16)
+        arrays["diff3d"][:, 32, 32] = 1  # whole numbers ≤ 1: counts only by their dtype
         np.savez(path, **arrays)
         facts = read_scan_npz(str(path), "train")
         assert facts.scan is not None and facts.scan.measurement == "counts"
@@ -87,6 +88,36 @@ class TestReadScanNpz:
         arrays["xcoords"][1] = np.nan
         np.savez(path, **arrays)
         with pytest.raises(DataError, match=r"\[xcoords\]: holds non-finite"):
+            read_scan_npz(str(path), "train")
+
+    @pytest.mark.parametrize(
+        ("arrays", "error"),
+        [
+            (
+                {"probeGuess": np.zeros((64, 64), np.complex64)},
+                r"\[probeGuess\]: is zero everywhere",
+            ),
+            (
+                {"probeGuess": np.full((64, 64), 1e-40, np.complex64)},
+                r"\[probeGuess\]: its mean amplitude, 1e-40, is below float32",
+            ),
+            ({"diff3d": np.zeros((12, 64, 64), np.float32)}, r"\[diff3d\]: every pattern is zero:"),
+            (
+                {"valid_mask": np.zeros((64, 64), bool)},
+                r"\[diff3d\]: every pattern is zero on the pixels valid_mask keeps",
+            ),
+            (
+                {"xcoords": np.arange(12) * 1e4, "ycoords": np.arange(12) * 1e4},
+                r"\[xcoords\]: positions span x 0 to 1.1e\+05 .* another unit",
+            ),
+        ],
+        ids=["zero probe", "tiny probe", "zero patterns", "no good pixel", "positions in nm"],
+    )
+    def test_degenerate_values(self, tmp_path: Path, arrays: dict, error: str) -> None:
+        """Well-formed arrays that cannot make a run are refused, naming file and key."""
+        path = tmp_path / "d.npz"
+        write_scan_npz(path, **arrays)
+        with pytest.raises(DataError, match=error):
             read_scan_npz(str(path), "train")
 
     def test_missing_keys(self, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from runspec import write_npz_run, write_spec
 
 from ptycho_spec.cli import main
 from ptycho_spec.lock import read_lock
+from ptycho_spec.vocabulary import logged_metrics
 from runner.job.bundle import MEMBERS, read_bundle
 from runner.job.execute import COLLAPSE_WARNING
 from runner.models.pinn import PtychoPINN
@@ -138,6 +139,16 @@ class TestTasks:
         assert not (tmp_path / "run").exists()
 
 
+class TestLoggedMetrics:
+    def test_the_module_logs_the_compilers_names(self, trained: Path) -> None:
+        """The metrics the run logged are exactly those the compiler checks monitors against
+        (a metric logged per step and per epoch appears as NAME_step and NAME_epoch)."""
+        header = (trained / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+        names = {c.removesuffix("_step").removesuffix("_epoch") for c in header} - {"epoch", "step"}
+        c = read_lock(trained / "run.lock.toml").resolved.canonical
+        assert names == set(logged_metrics(c.training, c.model, validation=True))
+
+
 class TestBundle:
     def test_round_trip(self, trained: Path) -> None:
         """The bundle loads (weights_only) into a fresh model whose predictions match."""
@@ -215,4 +226,25 @@ class TestRunDirectory:
         assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 4
         err = capsys.readouterr().err
         assert "bad.npz" in err and "diff3d" in err and "Traceback" not in err
+        assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize(
+        ("setting", "message"),
+        [
+            ("[model]\nprobe_mask = true\n", "is zero everywhere inside the probe mask"),
+            ('[inference]\nstitch = "probe"\n', "is dark over the patch centre"),
+        ],
+        ids=["probe mask", "probe-weighted stitching"],
+    )
+    def test_probe_dark_where_the_model_looks(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, message: str
+    ) -> None:
+        """A probe lit only at its border is refused (exit 4, before the run directory) when
+        the model masks it, or stitching weights by its centre."""
+        r = np.hypot(*np.meshgrid(np.arange(64) - 32, np.arange(64) - 32))
+        spec = write_npz_run(tmp_path, name="rim", probeGuess=(r > 30).astype(np.complex64))
+        spec.write_text(spec.read_text() + setting)
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 4
+        err = capsys.readouterr().err
+        assert f"rim.npz[probeGuess]: {message}" in err and "Traceback" not in err
         assert not (tmp_path / "run").exists()

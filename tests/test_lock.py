@@ -213,6 +213,31 @@ class TestFormatRevisions:
             Lock.from_dict(_redigest(data))
 
 
+class TestRenamedValues:
+    def test_gpu_reads_as_cuda_and_writes_back_as_written(self, lock: Lock) -> None:
+        """A lock an earlier compiler wrote with accelerator "gpu" runs as "cuda", and is
+        written back as it was, so its digests hold."""
+        data = tomllib.loads(dumps_lock(lock))
+        data["execution"]["accelerator"] = "gpu"
+        text = tomli_w.dumps(_redigest(data))
+        old = loads_lock(text)
+        assert old.resolved.execution.accelerator == "cuda"
+        assert loads_lock(dumps_lock(old)).header == old.header
+        assert tomllib.loads(dumps_lock(old))["execution"]["accelerator"] == "gpu"
+
+    def test_new_locks_hold_one_name(self) -> None:
+        """A spec asking for "gpu" compiles to a lock that holds "cuda"."""
+        spec = toml(
+            {
+                "data": {"source": "simulate", "n_groups": "all"},
+                "run": {"task": "train"},
+                "execution": {"accelerator": "gpu"},
+            }
+        )
+        text = dumps_lock(compile_text(spec))
+        assert 'accelerator = "cuda"' in text and '"gpu"' not in text
+
+
 class TestWriteLock:
     def test_atomic_write_and_read(self, lock: Lock, tmp_path: Path) -> None:
         """write_lock leaves only the lock file behind, and read_lock reads it back."""

@@ -204,6 +204,34 @@ class TestGroups:
         lock = compiled({"data": {"simulate": {"object_size": 128, "n_train_objects": 2}}})
         assert lock.resolved.canonical.data.n_groups == 17 * 17 * 2
 
+    def test_all_of_a_subsample(self) -> None:
+        """ "all" counts the patterns data.n_subsample keeps, which must exist."""
+        lock = compiled({"data": {"n_groups": "all", "n_subsample": 30}}, base=NPZ, facts=npz())
+        assert lock.resolved.canonical.data.n_groups == 30
+        [message] = failures({"data": {"n_subsample": 2000}}, base=NPZ, facts=npz())
+        assert message.endswith(
+            "data.n_subsample: 2000 exceeds the 1200 patterns of /virtual/specs/train.npz"
+        )
+
+    def test_one_pattern_cannot_be_split(self) -> None:
+        """A test_fraction split of a single pattern leaves one side empty: an error there."""
+        base = deep_merge(NPZ, {"run": {"task": "train+infer"}, "data": {"test_fraction": 0.5}})
+        [message] = failures({"data": {"n_groups": "all"}}, base=base, facts=npz(n_patterns=1))
+        assert message.endswith(
+            "data.test_fraction: cannot split the 1 pattern of /virtual/specs/train.npz into "
+            "training and test patterns"
+        )
+
+    def test_neighbours_need_more_patterns(self) -> None:
+        """gridsize 2 draws each group from neighbor_count other patterns: too few patterns
+        is an error at neighbor_count, naming the gridsize."""
+        extra = {"data": {"n_groups": "all"}, "model": {"gridsize": 2}}
+        [message] = failures(extra, base=NPZ, facts=npz(n_patterns=4))
+        assert message.endswith(
+            "data.neighbor_count: 4 needs more than the 4 patterns of /virtual/specs/train.npz "
+            "(model.gridsize = 2 (/virtual/specs/spec.toml:12))"
+        )
+
 
 class TestModelFlags:
     def test_gridsize_2(self) -> None:
@@ -284,17 +312,40 @@ class TestExecution:
 
     def test_gpu_requested_on_a_cpu_host(self) -> None:
         """An explicit GPU run compiled on a CPU host warns; counting its GPUs is an error."""
-        lock = compiled({"execution": {"accelerator": "gpu", "devices": 2, "strategy": "ddp"}})
-        assert any("has no gpu device" in w.message for w in lock.warnings)
+        lock = compiled({"execution": {"accelerator": "cuda", "devices": 2, "strategy": "ddp"}})
+        assert any("has no cuda device" in w.message for w in lock.warnings)
         assert (
-            "set a number" in failures({"execution": {"accelerator": "gpu", "devices": "auto"}})[0]
+            "set a number" in failures({"execution": {"accelerator": "cuda", "devices": "auto"}})[0]
         )
+
+    def test_gpu_is_locked_as_cuda(self) -> None:
+        """Lightning's "gpu" is accepted with a warning and locked under the one name, "cuda"."""
+        lock = compiled({"execution": {"accelerator": "gpu", "devices": 2, "strategy": "ddp"}})
+        assert lock.resolved.execution.accelerator == "cuda"
+        assert any('"gpu" is a deprecated value; use "cuda"' in w.message for w in lock.warnings)
 
     def test_progress_bar_and_monitor(self) -> None:
         """The progress bar follows the terminal; the monitor follows validation."""
         lock = compiled({"training": {"val_fraction": 0.0}}, host=attrs.evolve(HOST, terminal=True))
         assert lock.resolved.execution.enable_progress_bar is True
         assert lock.resolved.execution.checkpoint_monitor == "train_loss"
+
+    def test_monitor_without_validation_groups(self) -> None:
+        """Too few groups for val_fraction to hold one out: the default monitor is the training
+        loss, and the provenance says why."""
+        lock = compiled({"data": {"n_groups": 4}})
+        assert lock.resolved.execution.checkpoint_monitor == "train_loss"
+        assert lock.provenance["execution.checkpoint_monitor"] == Origin(
+            "derived", detail="training.val_fraction = 0.05 holds out none of data.n_groups = 4"
+        )
+
+    def test_explicit_val_monitor_without_validation_groups(self) -> None:
+        """An explicit val_ monitor with no group held out is an error at compile time; with
+        n_groups = "all" it is found once the patterns are counted."""
+        small = {"simulate": {"object_size": 72}}  # (72 − 64)/4 + 1 = 3 → 9 patterns
+        [message] = failures({"data": small, "execution": {"checkpoint_monitor": "val_loss"}})
+        assert 'execution.checkpoint_monitor: "val_loss" is not logged' in message
+        assert "data.n_groups = 9 (derived all 9 patterns of simulated train scans)" in message
 
 
 class TestInferTask:

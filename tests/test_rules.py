@@ -139,9 +139,38 @@ class TestLoggerInstalled:
 
 class TestCheckpointMonitor:
     def test_unknown_metric_lists_the_logged_ones(self) -> None:
-        """The monitor must be a metric the module logs; the error lists them."""
+        """The monitor must be a metric the run logs; the error lists them."""
         [message] = errors({"execution": {"checkpoint_monitor": "val_acc"}})
-        assert "train_loss, val_loss, train_poisson, val_poisson, train_mae, val_mae, lr" in message
+        assert message.endswith(
+            "must be a metric this run logs: train_loss, train_poisson, val_loss, val_poisson, "
+            'lr (got "val_acc")'
+        )
+
+    def test_logged_terms_are_accepted(self) -> None:
+        """Every weighted loss term is a valid monitor: total variation, MAE, supervised."""
+        training = {"realspace_weight": 0.1, "mae_weight": 0.5}
+        for monitor in ("train_tv", "val_tv", "train_mae", "val_mae", "train_poisson"):
+            assert (
+                errors({"training": training, "execution": {"checkpoint_monitor": monitor}}) == []
+            )
+        supervised = {"model": {"model_type": "supervised"}}
+        assert errors({**supervised, "execution": {"checkpoint_monitor": "train_supervised"}}) == []
+
+    def test_unweighted_term_is_refused(self) -> None:
+        """A term weighted 0 is not logged, so it cannot be monitored."""
+        [message] = errors({"execution": {"checkpoint_monitor": "train_mae"}})
+        assert "must be a metric this run logs" in message and '(got "train_mae")' in message
+
+    def test_val_metric_without_validation_groups(self) -> None:
+        """A val_ metric is refused when val_fraction · n_groups rounds to no group."""
+        [message] = errors(
+            {"data": {"n_groups": 4}, "execution": {"checkpoint_monitor": "val_loss"}}
+        )
+        assert message == (
+            's.toml:8: execution.checkpoint_monitor: "val_loss" is not logged without validation '
+            "data: no group is held out (training.val_fraction = 0.05 (default); "
+            "data.n_groups = 4 (s.toml:5))"
+        )
 
     def test_val_metric_without_validation(self) -> None:
         """A val_ metric needs validation data."""
@@ -346,3 +375,31 @@ class TestDedupe:
             Finding(issue),
             Finding(issue, warning=True),
         ]
+
+
+class TestValidationSplit:
+    def test_no_group_left_to_train(self) -> None:
+        """Holding out every group for validation is an error naming both settings."""
+        assert errors({"data": {"n_groups": 1}, "training": {"val_fraction": 0.6}}) == [
+            "s.toml:8: training.val_fraction: holds out every group (1 of 1) for validation: "
+            "none is left to train on (data.n_groups = 1 (s.toml:5))"
+        ]
+
+    def test_some_left(self) -> None:
+        """A split that leaves training groups is fine."""
+        assert errors({"data": {"n_groups": 2}, "training": {"val_fraction": 0.5}}) == []
+
+
+class TestTrim:
+    def test_trim_cuts_the_whole_patch(self) -> None:
+        """inference.trim must leave a patch centre to stitch."""
+        [message] = errors(
+            {"run": {"task": "train+infer"}, "model": {"N": 64}, "inference": {"trim": 32}}
+        )
+        assert "inference.trim: must be less than N/2 = 32" in message and "model.N = 64" in message
+
+    def test_training_only(self) -> None:
+        """A run that stitches nothing does not judge the trim."""
+        assert (
+            errors({"run": {"task": "train"}, "model": {"N": 64}, "inference": {"trim": 40}}) == []
+        )

@@ -4,7 +4,8 @@ Keys: ``diff3d`` (or ``diffraction``) ``(M, N, N)``; ``xcoords``, ``ycoords`` ``
 pixels; ``probeGuess`` ``(N, N)`` (also ``(N, N, 1)``, ``(1, N, N)``); optional ``objectGuess``
 ``(H, W)``, ``scan_index`` ``(M,)``, and this project's optional ``valid_mask`` ``(N, N)`` bool
 and ``nphotons`` scalar. Files open with ``allow_pickle=False``; every violation raises
-``DataError`` naming the file and the key.
+``DataError`` naming the file and the key, as does a probe that illuminates nothing or positions
+no stitching canvas could hold (``ptycho_spec.data_checks``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import NoReturn
 import numpy as np
 
 from ptycho_spec import atomic
+from ptycho_spec.data_checks import check_positions, check_probe
 from ptycho_spec.errors import DataError
 from ptycho_spec.facts import DIFFRACTION_KEYS, ZIP_ERRORS, npy_header
 from ptycho_spec.schema import Measurement
@@ -91,6 +93,7 @@ def _probe(arc: _Archive) -> np.ndarray:
             )
     if probe.shape[0] != probe.shape[1]:
         arc.reject(f"is {probe.shape[0]}×{probe.shape[1]}, not square", "probeGuess")
+    check_probe(probe, path=arc.path)
     return probe.astype(np.complex64)
 
 
@@ -162,6 +165,7 @@ def read_npz(path: str | os.PathLike[str], *, measurement: Measurement) -> Scan:
     arc = _Archive(path)
     probe = _probe(arc)
     x, y = _coords(arc)
+    check_positions(x, y, n=probe.shape[0], path=arc.path)
     data = _diffraction(arc, len(x), probe.shape[0])
     return Scan(
         amplitude=_to_amplitude(data, measurement),

@@ -52,7 +52,7 @@ from ptycho_spec.bases import base_spec
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, RunError, UsageError
 from ptycho_spec.lock import Lock, loads_lock
-from ptycho_spec.schema import Canonical, Execution
+from ptycho_spec.schema import ACCELERATOR_ALIASES, Canonical, Execution
 from runner.data.npz import write_npz
 from runner.data.scan import Scan
 from runner.job.bundle import Bundle, read_bundle
@@ -91,12 +91,13 @@ class PtychoSpecSettings:
 
     def device(self) -> torch.device:
         name = self.accelerator.get_value().strip().lower() or "auto"
-        if name not in ("auto", "cpu", "cuda", "gpu", "mps"):
+        name = ACCELERATOR_ALIASES.get(name, name)
+        if name not in ("auto", "cpu", "cuda", "mps"):
             msg = f"[PtychoSpec] Accelerator must be auto, cpu, cuda or mps (got {name!r})"
             raise UsageError(msg)
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device("cuda" if name == "gpu" else name)
+        return torch.device(name)
 
 
 @frozen(kw_only=True)

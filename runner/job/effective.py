@@ -32,8 +32,8 @@ RESULT_CHANGING = (
 
 
 def accelerator_name(trainer: pl.Trainer) -> str:
-    name = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
-    return "cuda" if name in ("cuda", "gpu") else name
+    """The lock's name of the trainer's accelerator: ``CUDAAccelerator`` → ``"cuda"``."""
+    return type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
 
 
 def strategy_name(trainer: pl.Trainer) -> str:
@@ -74,10 +74,9 @@ def record(
     compiled: bool,
 ) -> dict[str, dict[str, Any]]:
     """``{setting: {"requested": ..., "effective": ...}}`` for every execution setting."""
-    requested_accel = "cuda" if execution.accelerator == "gpu" else execution.accelerator
     train = _loader(train_loader)
     pairs: dict[str, tuple[Any, Any]] = {
-        "accelerator": (requested_accel, accelerator_name(trainer)),
+        "accelerator": (execution.accelerator, accelerator_name(trainer)),
         "devices": (execution.devices, len(trainer.device_ids)),
         "device_ids": (None, list(trainer.device_ids)),
         "num_nodes": (execution.num_nodes, trainer.num_nodes),

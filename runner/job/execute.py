@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import attrs
+import numpy as np
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
@@ -32,6 +33,7 @@ from runner.job.prepare import Scans, load_scans, training_set
 from runner.job.train import train
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
+from runner.refine.stage import refine_reconstruction
 
 COLLAPSE_WARNING = (
     "training ended on a flat object: the generator's amplitude and phase are nearly constant "
@@ -53,7 +55,7 @@ def configure_process(execution: Execution) -> None:
 
 def device_for(execution: Execution) -> torch.device:
     """The device inference runs on (rank 0's device for multi-device runs)."""
-    if execution.accelerator in ("cuda", "gpu"):
+    if execution.accelerator == "cuda":
         return torch.device(
             "cuda", torch.cuda.current_device() if torch.cuda.is_initialized() else 0
         )
@@ -147,7 +149,22 @@ def _train_and_reconstruct(
             n_groups=n_groups,
             canvas_shape=scans.canvas_shape,
         )
-        _save_reconstruction(out_dir, rec)
+        pinn = rec
+        refined = None
+        if c.refine.iterations > 0:
+            refined = refine_reconstruction(
+                rec,
+                scans.test,
+                c=c,
+                device=device_for(e),
+                precision=e.precision,
+                progress=e.enable_progress_bar,
+            )
+            rec = refined.reconstruction
+            report |= {"refine": refined.record, "pinn_reconstruction": score(pinn)}
+            outputs.save_nll_plot(out_dir / "refine.png", refined.record["nll_per_iteration"])
+        _save_reconstruction(out_dir, rec, pinn=pinn if refined else None,
+                             probe=refined.probe if refined else None)
         if c.data.source == "ptychodus":
             write_product(
                 out_dir / PRODUCT_OUTPUT,
@@ -160,7 +177,15 @@ def _train_and_reconstruct(
     _write_timing(out_dir, time.perf_counter() - started)
 
 
-def _save_reconstruction(out_dir: Path, rec: Reconstruction) -> None:
+def _save_reconstruction(
+    out_dir: Path,
+    rec: Reconstruction,
+    *,
+    pinn: Reconstruction | None,
+    probe: np.ndarray | None,
+) -> None:
+    """``reconstruction.npz`` and the pictures: the final object (``rec``), and with a
+    refinement stage the PINN's own (``pinn``) beside it, and the refined probe when refined."""
     outputs.save_reconstruction(
         out_dir / "reconstruction.npz",
         obj=rec.obj,
@@ -168,17 +193,20 @@ def _save_reconstruction(out_dir: Path, rec: Reconstruction) -> None:
         x_px=rec.x_px,
         y_px=rec.y_px,
         truth=rec.truth,
+        pinn=None if pinn is None else (pinn.obj, pinn.weight, pinn.x_px, pinn.y_px),
+        probe=probe,
     )
     shown = outputs.display_images(rec.obj, rec.weight, rec.truth)
+    shown_pinn = None if pinn is None else outputs.display_images(pinn.obj, pinn.weight, rec.truth)
     for name, cmap, unit in (("amplitude", "gray", ""), ("phase", "viridis", " (rad)")):
         image, truth = shown[name]
-        outputs.save_image_pair(
-            out_dir / f"{name}.png",
-            title=name + unit,
-            image=image,
-            weight=rec.weight,
-            truth=truth,
-            cmap=cmap,
+        panels = [("refined" if pinn is not None else "reconstruction", image, rec.weight)]
+        if shown_pinn is not None:
+            panels.insert(0, ("PINN", shown_pinn[name][0], pinn.weight))
+        if truth is not None:
+            panels.append(("ground truth", truth, rec.weight))
+        outputs.save_images(
+            out_dir / f"{name}.png", title=name + unit, panels=panels, aligned=truth is not None, cmap=cmap
         )
 
 

@@ -13,6 +13,7 @@ from runner.data.scan import Scan
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants, to_network_units
+from runner.reconstruct.align import align_gains
 from runner.reconstruct.stitch import stitch
 
 
@@ -95,9 +96,12 @@ def stitch_groups(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Object and weight of patches ``(G, C, N, N)`` of groups ``indices`` stitched at their scan
     positions on ``canvas_shape`` (None: the ground truth's shape, else reaching every patch),
-    each pixel weighted as ``inference.stitch`` says: 1, or the illumination of ``net``."""
+    each pixel weighted as ``inference.stitch`` says: 1, or the illumination of ``net``. With
+    ``inference.align_patches`` each patch is first multiplied by the complex gain that makes it
+    agree with its overlapping neighbours (``align_gains``)."""
     n = patches.shape[-1]
     flat = indices.reshape(-1)
+    patches = patches.reshape(-1, n, n)
     pixel_weight, trim = None, c.inference.trim
     if c.inference.stitch == "probe":
         pixel_weight = net.illumination_intensity().cpu().double().numpy()
@@ -107,8 +111,13 @@ def stitch_groups(
                 f'that inference.trim = {trim} keeps; lower the trim or stitch by "position"'
             )
             raise RunError(msg)
+    if c.inference.align_patches:
+        gains = align_gains(
+            patches, scan.x_px[flat], scan.y_px[flat], trim=trim, pixel_weight=pixel_weight
+        )
+        patches = patches * gains[:, None, None].astype(patches.dtype)
     return stitch(
-        patches.reshape(-1, n, n),
+        patches,
         scan.x_px[flat],
         scan.y_px[flat],
         trim=trim,

@@ -3,7 +3,7 @@
 The objective is ``nll_weight·poisson + mae_weight·mae + realspace_weight·tv`` for
 ``model_type = "pinn"`` and the amplitude/phase L1 for ``"supervised"``. Train, validation and
 test share one step; every term is logged as ``{stage}_{term}`` and the sum as
-``{stage}_loss``.
+``{stage}_loss``: the names ``ptycho_spec.vocabulary.logged_metrics`` gives the compiler.
 """
 
 from __future__ import annotations
@@ -14,32 +14,11 @@ import lightning.pytorch as pl
 import torch
 
 from ptycho_spec.schema import Model, Training
+from ptycho_spec.vocabulary import LEARNING_RATE, SUPERVISED_TERM, loss_weights
 from runner.job.optim import build_optimizer, build_scheduler
 from runner.models.pinn import PtychoPINN
 from runner.physics import losses
 from runner.physics.scaling import ScalingConstants
-
-
-def logged_metrics(training: Training, model: Model, *, has_validation: bool) -> list[str]:
-    """Names this module logs for a run: what ``checkpoint_monitor`` may name."""
-    terms = _term_names(training, model)
-    stages = ["train", "val"] if has_validation else ["train"]
-    return [f"{s}_{t}" for s in stages for t in ("loss", *terms)] + ["lr"]
-
-
-def _term_names(training: Training, model: Model) -> list[str]:
-    if model.model_type == "supervised":
-        return ["supervised"]
-    return [name for name, w in loss_weights(training).items() if w > 0]
-
-
-def loss_weights(training: Training) -> dict[str, float]:
-    """Weight of each physics loss term, by the name it is logged under."""
-    return {
-        "poisson": training.nll_weight,
-        "mae": training.mae_weight,
-        "tv": training.realspace_weight,
-    }
 
 
 class PtychoModule(pl.LightningModule):
@@ -77,7 +56,8 @@ class PtychoModule(pl.LightningModule):
         """Each active loss term for one batch (unweighted)."""
         if self.model_cfg.model_type == "supervised":
             pred = self.net.predict_object(batch["x"])
-            return {"supervised": losses.supervised_l1(pred, batch["object"], mask=self.valid_mask)}
+            loss = losses.supervised_l1(pred, batch["object"], mask=self.valid_mask)
+            return {SUPERVISED_TERM: loss}
         prediction = self.net(batch["x"], batch["relative"])
         out: dict[str, torch.Tensor] = {}
         if self.weights["poisson"] > 0:
@@ -124,7 +104,7 @@ class PtychoModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log(
-            "lr",
+            LEARNING_RATE,
             lr,
             on_step=False,
             on_epoch=True,

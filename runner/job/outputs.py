@@ -29,8 +29,14 @@ def save_reconstruction(
     x_px: np.ndarray,
     y_px: np.ndarray,
     truth: np.ndarray | None,
+    pinn: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    probe: np.ndarray | None = None,
 ) -> None:
-    """``reconstruction.npz``: complex object, amplitude, phase, coverage, positions, truth."""
+    """``reconstruction.npz``: complex object, amplitude, phase, coverage, positions, truth.
+
+    With a refinement stage, ``pinn`` = the PINN's own (object, weight, x_px, y_px) is kept
+    under ``pinn_*`` keys, and ``probe`` (the refined probe ``(N, N)``) under ``probe``.
+    """
     arrays: dict[str, np.ndarray] = {
         "object": obj.astype(np.complex64),
         "amplitude": np.abs(obj).astype(np.float32),
@@ -41,6 +47,11 @@ def save_reconstruction(
     }
     if truth is not None:
         arrays["ground_truth"] = truth.astype(np.complex64)
+    if pinn is not None:
+        for key, value in zip(("object", "weight", "x_px", "y_px"), pinn, strict=True):
+            arrays[f"pinn_{key}"] = value.astype(arrays[key].dtype)
+    if probe is not None:
+        arrays["probe"] = probe.astype(np.complex64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic.write_bytes(path, buf.getvalue())
@@ -92,32 +103,47 @@ def display_images(
     }
 
 
-def save_image_pair(
+def save_images(
     path: Path,
     *,
     title: str,
-    image: np.ndarray,
-    weight: np.ndarray,
-    truth: np.ndarray | None,
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    aligned: bool,
     cmap: str,
 ) -> None:
-    """The reconstruction (and the ground truth beside it, on the same colour scale) with
-    uncovered pixels blank."""
-    hidden = weight <= 0
-    label = "reconstruction" if truth is None else "reconstruction, aligned"
-    panels = [(label, np.ma.masked_where(hidden, image))]
-    if truth is not None:
-        panels.append(("ground truth", np.ma.masked_where(hidden, truth)))
-    scale = panels[-1][1]
+    """Images side by side on one colour scale (the last panel's: the ground truth when there
+    is one), each ``(label, image, weight)`` with its uncovered pixels (weight ≤ 0) blank."""
+    shown = [
+        (label + (", aligned" if aligned and label != "ground truth" else ""),
+         np.ma.masked_where(weight <= 0, image))
+        for label, image, weight in panels
+    ]
+    scale = shown[-1][1]
     limits = {"vmin": float(scale.min()), "vmax": float(scale.max())} if scale.count() else {}
-    fig = Figure(figsize=(4.6 * len(panels), 4.4))
-    for k, (label, data) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        shown = ax.imshow(data, cmap=cmap, interpolation="nearest", **limits)
+    fig = Figure(figsize=(4.6 * len(shown), 4.4))
+    for k, (label, data) in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), k + 1)
+        image = ax.imshow(data, cmap=cmap, interpolation="nearest", **limits)
         ax.set_title(f"{title}: {label}")
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def save_nll_plot(path: Path, nll: Sequence[float]) -> None:
+    """``refine.png``: the Poisson NLL per photon of each refinement pass (its batches, each
+    evaluated before its update; pass 0 starts from the PINN's object) and, last, of the final
+    state."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(range(len(nll)), nll, marker="o", markersize=3)
+    if min(nll) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("pass (the last point: the final state)")
+    ax.set_ylabel("Poisson NLL per photon")
+    ax.set_title("physics refinement")
     fig.tight_layout()
     _save_figure(fig, path)
 

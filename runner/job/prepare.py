@@ -6,19 +6,25 @@ with code 4 and leaves nothing half-written.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Final
+
 import attrs
 import numpy as np
 import torch
 from attrs import frozen
 
+from ptycho_spec.data_checks import check_patterns, check_probe
 from ptycho_spec.errors import DataError
 from ptycho_spec.resolve import split_counts
 from ptycho_spec.schema import Canonical
+from ptycho_spec.vocabulary import validation_groups
 from runner.data.grouping import Groups, group_scan
 from runner.data.npz import read_npz
 from runner.data.scan import Scan
 from runner.data.simulate import simulate_scans
 from runner.job.sampling import GroupBatches
+from runner.physics.probe import probe_mask
 from runner.physics.scaling import ScalingConstants
 from runner.physics.shift import crop_patches
 
@@ -37,7 +43,14 @@ class Scans:
 
 
 def load_scans(c: Canonical) -> Scans:
-    """Simulate or read the scans a run needs, split when ``test_fraction`` asks for it."""
+    """Simulate or read the scans a run needs, split when ``test_fraction`` asks for it, and
+    check that they mean what this run needs (:func:`check_scans`)."""
+    scans = _read_scans(c)
+    check_scans(c, scans)
+    return scans
+
+
+def _read_scans(c: Canonical) -> Scans:
     task = c.run.task
     needs_train, needs_test = task != "infer", task != "train"
     if c.data.source == "simulate":
@@ -77,6 +90,37 @@ def _ptychodus_scans(c: Canonical, *, needs_train: bool, needs_test: bool) -> Sc
         test=test if needs_test else None,
         canvas_shape=product.object_shape,
     )
+
+
+# The keys of patterns and probe in a file of each data source, for messages.
+_KEYS: Final = MappingProxyType(
+    {"npz": ("diff3d", "probeGuess"), "ptychodus": ("patterns", "probe"), "simulate": (None, None)}
+)
+
+
+def check_scans(c: Canonical, scans: Scans) -> None:
+    """``DataError`` (exit 4) before any work, naming file and key, unless each scan has
+    patterns measured on good pixels and a probe lit where the model looks: inside the probe
+    mask, and, with ``inference.stitch = "probe"``, over the patch centre stitching keeps."""
+    patterns_key, probe_key = _KEYS.get(c.data.source, (None, None))
+    mask = probe_mask(c.model.N).numpy() if c.model.probe_mask else None
+    within = "" if mask is None else " inside the probe mask (model.probe_mask = true)"
+    for scan in (s for s in (scans.train, scans.test) if s is not None):
+        over = "" if scan.valid_mask is None else " on the pixels valid_mask keeps"
+        check_patterns(scan.masked_amplitude(), path=scan.source, key=patterns_key, over=over)
+        lit = scan.probe if mask is None else scan.probe * mask
+        check_probe(lit, path=scan.source, key=probe_key, within=within)
+    model_scan = scans.train if scans.train is not None else scans.test
+    if scans.test is not None and c.inference.stitch == "probe" and model_scan is not None:
+        lit = model_scan.probe if mask is None else model_scan.probe * mask
+        n, trim = c.model.N, c.inference.trim
+        if not np.abs(lit[trim : n - trim, trim : n - trim]).any():
+            msg = (
+                f"is dark{within} over the patch centre that inference.trim = {trim} keeps, "
+                'by which inference.stitch = "probe" weights every stitched pixel; lower the '
+                'trim or stitch by "position"'
+            )
+            raise DataError(msg, path=model_scan.source, key=probe_key)
 
 
 def split_scan(scan: Scan, test_fraction: float) -> tuple[Scan, Scan]:
@@ -130,7 +174,7 @@ def training_set(c: Canonical, scan: Scan) -> TrainingSet:
         scan.masked_amplitude(), model=c.model, nphotons=c.training.nphotons, probe=scan.probe
     )
     order = np.random.default_rng(c.seeds.split).permutation(len(groups.indices))
-    n_val = round(c.training.val_fraction * len(order))
+    n_val = validation_groups(len(order), c.training.val_fraction)
     return TrainingSet(
         scan=scan,
         groups=groups,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from torch.utils.data import DataLoader
 from ptycho_spec import atomic
 from ptycho_spec.lock import Lock, dumps_lock
 from ptycho_spec.schema import Canonical, Execution
+from ptycho_spec.vocabulary import logged_metrics
 from runner.job import effective
 from runner.job.bundle import Bundle
-from runner.job.module import PtychoModule, logged_metrics
+from runner.job.module import PtychoModule
 from runner.job.prepare import TrainingSet, group_datasets
 from runner.job.sampling import EpochSampler, make_loader
 from runner.job.trainer import build_trainer, check_monitor
@@ -114,7 +116,7 @@ def train(
     """Fit the model described by ``lock`` on ``ts`` (continuing from ``ckpt_path``, a
     checkpoint of this lock, when given); return it, its history and its bundle."""
     c, e = lock.resolved.canonical, lock.resolved.execution
-    check_monitor(e, logged_metrics(c.training, c.model, has_validation=len(ts.val_ids) > 0))
+    check_monitor(e, logged_metrics(c.training, c.model, validation=len(ts.val_ids) > 0))
     torch.manual_seed(c.seeds.init)
     module = PtychoModule(
         model=c.model,
@@ -134,6 +136,9 @@ def train(
         extra_callbacks=[recorder, *callbacks],
         lock_digest=lock.header.digest,
     )
+    if not len(ts.val_ids):
+        # without validation groups the empty validation loader is what the lock asks for
+        warnings.filterwarnings("ignore", message=".*`list` across ranks is zero.*")
     pl.seed_everything(c.seeds.loader, workers=True, verbose=False)
     trainer.fit(
         module,

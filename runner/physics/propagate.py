@@ -52,3 +52,9 @@ def far_field(psi: Tensor) -> Tensor:
 def amplitude(field: Tensor) -> Tensor:
     """Diffraction amplitude |Ψ|: ``(..., N, N)`` complex → ``(..., N, N)`` real."""
     return field.abs()
+
+
+def far_field_inverse(field: Tensor) -> Tensor:
+    """The inverse of ``far_field``: ifftshift then orthonormal inverse 2-D FFT, ``(..., N, N)``
+    complex → same, so ``far_field_inverse(far_field(ψ)) = ψ``."""
+    return torch.fft.ifft2(torch.fft.ifftshift(field, dim=(-2, -1)), norm="ortho")

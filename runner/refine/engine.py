@@ -1,0 +1,279 @@
+"""Physics refinement: the whole object (and optionally the probe and the scan positions)
+fitted to every measured pattern with the same forward model the simulator and the network use.
+
+Forward model, per pattern j: ψ_j = extract(O, r_j) · P (``operators.extract``: bilinear
+sub-pixel patch at position r_j), Ψ_j = F(ψ_j) (``runner.physics.propagate.far_field``), and the
+measured amplitude X_j ≈ |Ψ_j|. The objective is the amplitude ("Gaussian") likelihood
+Σ_j ‖|Ψ_j| − X_j‖², the variance-stabilised form of the Poisson likelihood that pty-chi's
+LSQML uses by default (Godard et al. 2012, Opt. Express 20, 25914; Odstrčil et al. 2018,
+Opt. Express 26, 3108). The Poisson negative log-likelihood of the counts is what is reported.
+
+One iteration is a pass over every pattern in random minibatches. For a minibatch:
+
+1. the far-field amplitude is replaced by the measured one (bad detector pixels keep the
+   model's), giving the exit-wave correction χ_j = F⁻¹(X_j·Ψ_j/|Ψ_j|) − ψ_j, which is the
+   negative gradient of the objective with respect to ψ_j;
+2. object and probe take simultaneous, preconditioned steps (regularized PIE, Maiden, Johnson &
+   Li 2017, Optica 4, 736, summed over the minibatch as in LSQML's mini-batch update):
+   ΔO = Σ_j extractᵀ(P*·χ_j) / ((1 − α)·Σ_j extractᵀ(|P|²) + α·max), ΔP = Σ_j O_j*·χ_j /
+   ((1 − α)·Σ_j |O_j|² + α·max);
+3. each position moves by the least-squares step that the patch's spatial derivative explains,
+   (δx_j, δy_j) minimizing ‖δx·∂_xO_j·P + δy·∂_yO_j·P − χ_j‖² (Guizar-Sicairos &
+   Fienup 2008; pty-chi's gradient position correction), bounded per step, with the mean displacement removed after each
+   iteration (a global shift of all positions is not observable).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from attrs import frozen
+from torch import Tensor
+
+from runner.physics.propagate import far_field, far_field_inverse
+from runner.refine.operators import Windows, extract, extract_adjoint, extract_gradient, windows
+
+ALPHA = 0.1
+"""rPIE's α: the share of the brightest illumination added to every pixel's denominator, which
+bounds the step where the probe is dark (Maiden et al. 2017 suggest 0.05–0.25)."""
+PROBE_START = 1
+"""First iteration (0-based) that updates the probe: the object first absorbs the gross misfit
+of a PINN object with a scale-fitted probe, so the probe update does not chase it."""
+POSITION_START = 2
+"""First iteration that moves positions: their gradient is only informative once the object is."""
+MAX_POSITION_STEP_PX = 0.5
+"""Largest move of one position in one update: a bad early gradient cannot throw a pattern off."""
+NLL_EPS = 1e-8
+"""Added to λ inside log λ (photons): keeps the NLL finite where the model is exactly dark."""
+
+
+@frozen(kw_only=True)
+class Measurements:
+    """What refinement fits: ``amplitude`` X ``(M, N, N)`` real (bad pixels any value),
+    ``valid`` ``(N, N)`` bool or None (all valid), ``photons_per_unit`` q: expected photons
+    λ = q·|Ψ|² and measured k = q·X²."""
+
+    amplitude: Tensor
+    valid: Tensor | None
+    photons_per_unit: float
+
+
+@frozen(kw_only=True)
+class Refined:
+    """The result: ``object`` ``(H, W)`` complex on the input canvas; ``probe`` ``(N, N)`` complex
+    (scale fitted, refined when asked); ``x_px``, ``y_px`` ``(M,)`` float64; ``illumination``
+    ``(H, W)`` real, Σ_j extractᵀ(|P|²); ``nll`` per iteration (photon-normalized Poisson NLL,
+    each pass's batches evaluated before their update; the last entry a full evaluation of the
+    final state); ``probe_scale`` the factor fitted to the starting probe."""
+
+    object: Tensor
+    probe: Tensor
+    x_px: Tensor
+    y_px: Tensor
+    illumination: Tensor
+    nll: tuple[float, ...]
+    probe_scale: float
+
+
+def amplitude_correction(psi: Tensor, measured: Tensor, valid: Tensor | None) -> Tensor:
+    """χ = F⁻¹(X·Ψ/|Ψ|) − ψ for exit waves ``psi (B, N, N)`` and measured amplitudes ``(B, N, N)``;
+    pixels outside ``valid`` keep the model's far field. A dark model pixel (|Ψ| = 0) takes the
+    measured amplitude with phase 0."""
+    far = far_field(psi)
+    amp = far.abs()
+    phase = torch.where(amp > 0, far / amp.clamp_min(torch.finfo(amp.dtype).tiny), 1)
+    target = measured.to(amp.dtype) * phase
+    if valid is not None:
+        target = torch.where(valid, target, far)
+    return far_field_inverse(target) - psi
+
+
+def poisson_nll_sum(far_amp: Tensor, measured: Tensor, valid: Tensor | None, q: float) -> Tensor:
+    """Σ over the batch of λ − k·log(λ + ε) + lgamma(k + 1), λ = q·|Ψ|², k = q·X² (float64)."""
+    lam = q * far_amp.double() ** 2
+    k = q * measured.double() ** 2
+    terms = lam - k * torch.log(lam + NLL_EPS) + torch.lgamma(k + 1)
+    if valid is not None:
+        terms = terms * valid
+    return terms.sum()
+
+
+def _preconditioned(numerator: Tensor, weight: Tensor) -> Tensor:
+    """numerator / ((1 − α)·weight + α·max weight): rPIE's step, bounded where weight is small."""
+    top = weight.max()
+    if not top > 0:
+        return torch.zeros_like(numerator)
+    return numerator / ((1 - ALPHA) * weight + ALPHA * top)
+
+
+def position_steps(patch_dx: Tensor, patch_dy: Tensor, probe: Tensor, chi: Tensor) -> Tensor:
+    """Least-squares moves ``(2, B)`` [δx, δy] px that explain corrections ``chi (B, N, N)``
+    with the exit-wave derivatives ∂O·P: per pattern the 2 × 2 normal equations of
+    min ‖δx·∂_xO·P + δy·∂_yO·P − χ‖², each component bounded by ``MAX_POSITION_STEP_PX``."""
+    gx, gy = patch_dx * probe, patch_dy * probe
+
+    def dot(a: Tensor, b: Tensor) -> Tensor:
+        return (a.conj() * b).real.sum(dim=(-2, -1)).double()
+
+    axx, axy, ayy = dot(gx, gx), dot(gx, gy), dot(gy, gy)
+    bx, by = dot(gx, chi), dot(gy, chi)
+    det = axx * ayy - axy**2
+    # a flat patch (no gradient) or a degenerate pair of gradients explains no move
+    ok = det > 1e-12 * (axx * ayy).clamp_min(torch.finfo(torch.float64).tiny)
+    safe = torch.where(ok, det, 1.0)
+    steps = torch.stack([(ayy * bx - axy * by) / safe, (axx * by - axy * bx) / safe])
+    return torch.where(ok, steps, 0.0).clamp(-MAX_POSITION_STEP_PX, MAX_POSITION_STEP_PX)
+
+
+class _Problem:
+    """The fixed parts of one refinement: data, canvas geometry, batching."""
+
+    def __init__(self, data: Measurements, n: int, canvas_shape: tuple[int, int]) -> None:
+        self.data = data
+        self.n = n
+        self.pad = n // 2 + 2  # every window of a position inside the canvas fits the padding
+        h, w = canvas_shape
+        self.padded_shape = (h + 2 * self.pad, w + 2 * self.pad)
+        self.mean_photons = float(
+            data.photons_per_unit * _masked(data.amplitude.double() ** 2, data.valid).sum() / len(data.amplitude)
+        )
+
+    def windows(self, x_px: Tensor, y_px: Tensor) -> Windows:
+        h, w = self.padded_shape
+        # a position may wander only as far as the padding lets its window stay on the canvas
+        x = x_px.clamp(self.n / 2 - self.pad, w - self.pad - self.n / 2 - 1)
+        y = y_px.clamp(self.n / 2 - self.pad, h - self.pad - self.n / 2 - 1)
+        return windows(x, y, self.n, offset_px=self.pad)
+
+    def batches(self, generator: torch.Generator, batch_size: int) -> list[Tensor]:
+        m = len(self.data.amplitude)
+        order = torch.randperm(m, generator=generator)
+        return list(order.to(self.data.amplitude.device).split(batch_size))
+
+
+def _masked(values: Tensor, valid: Tensor | None) -> Tensor:
+    return values if valid is None else values * valid
+
+
+def fit_probe_scale(
+    canvas: Tensor, probe: Tensor, x_px: Tensor, y_px: Tensor, problem: _Problem, chunk: int
+) -> float:
+    """The factor c minimizing Σ‖c·|F(O_j·P)| − X_j‖² over every pattern: the PINN's object and
+    the data's probe agree on shape, not on overall power."""
+    cross = square = 0.0
+    for start in range(0, len(x_px), chunk):
+        sel = slice(start, start + chunk)
+        win = problem.windows(x_px[sel], y_px[sel])
+        amp = far_field(extract(canvas, win) * probe).abs().double()
+        measured = problem.data.amplitude[sel].double()
+        cross += float(_masked(amp * measured, problem.data.valid).sum())
+        square += float(_masked(amp**2, problem.data.valid).sum())
+    if not (square > 0 and cross > 0):
+        return 1.0
+    return cross / square
+
+
+def _evaluate_nll(
+    canvas: Tensor, probe: Tensor, x_px: Tensor, y_px: Tensor, problem: _Problem, chunk: int
+) -> float:
+    total = 0.0
+    data = problem.data
+    for start in range(0, len(x_px), chunk):
+        sel = slice(start, start + chunk)
+        win = problem.windows(x_px[sel], y_px[sel])
+        amp = far_field(extract(canvas, win) * probe).abs()
+        total += float(poisson_nll_sum(amp, data.amplitude[sel], data.valid, data.photons_per_unit))
+    return total / (len(x_px) * problem.mean_photons)
+
+
+def refine(
+    obj: Tensor,
+    probe: Tensor,
+    x_px: Tensor,
+    y_px: Tensor,
+    data: Measurements,
+    *,
+    iterations: int,
+    batch_size: int,
+    update_probe: bool,
+    update_positions: bool,
+    seed: int,
+    progress: bool = False,
+) -> Refined:
+    """Refine ``obj (H, W)`` complex (and ``probe (N, N)`` complex, positions ``(M,)`` px) against
+    ``data``. All tensors on one device; the object's dtype sets the precision. Minibatch order
+    comes from a CPU ``torch.Generator(seed)``, so a run is reproducible wherever it runs."""
+    from tqdm.auto import tqdm
+
+    n = probe.shape[-1]
+    problem = _Problem(data, n, tuple(obj.shape))
+    pad, (hp, wp) = problem.pad, problem.padded_shape
+    canvas = obj.new_zeros(hp, wp)
+    canvas[pad : hp - pad, pad : wp - pad] = obj
+    x, y = x_px.double().clone(), y_px.double().clone()
+    x0_mean, y0_mean = x.mean(), y.mean()
+    chunk = max(batch_size, 64)
+    scale = fit_probe_scale(canvas, probe, x, y, problem, chunk)
+    probe = probe * scale
+    generator = torch.Generator().manual_seed(seed)
+    history: list[float] = []
+    bar = tqdm(range(iterations), desc="refine", unit="it", disable=not progress, leave=False)
+    for it in bar:
+        nll_sum = 0.0
+        for idx in problem.batches(generator, batch_size):
+            win = problem.windows(x[idx], y[idx])
+            patch = extract(canvas, win)
+            psi = patch * probe
+            chi = amplitude_correction(psi, data.amplitude[idx], data.valid)
+            nll_sum += float(
+                poisson_nll_sum(
+                    far_field(psi).abs(), data.amplitude[idx], data.valid, data.photons_per_unit
+                )
+            )
+            illum = extract_adjoint(probe.abs().square().expand(len(idx), n, n), win, (hp, wp))
+            step_obj = _preconditioned(extract_adjoint(chi * probe.conj(), win, (hp, wp)), illum)
+            if update_probe and it >= PROBE_START:
+                weight = patch.abs().square().sum(dim=0)
+                probe = probe + _preconditioned((chi * patch.conj()).sum(dim=0), weight)
+            if update_positions and it >= POSITION_START:
+                dx, dy = extract_gradient(canvas, win)
+                move = position_steps(dx, dy, probe, chi)
+                x[idx] += move[0]
+                y[idx] += move[1]
+            canvas = canvas + step_obj
+        if update_positions and it >= POSITION_START:
+            x += x0_mean - x.mean()
+            y += y0_mean - y.mean()
+        history.append(nll_sum / (len(x) * problem.mean_photons))
+        bar.set_postfix(nll=f"{history[-1]:.5g}")
+    history.append(_evaluate_nll(canvas, probe, x, y, problem, chunk))
+    illumination = _illumination(probe, x, y, problem, chunk)
+    crop = (slice(pad, hp - pad), slice(pad, wp - pad))
+    return Refined(
+        object=canvas[crop],
+        probe=probe,
+        x_px=x,
+        y_px=y,
+        illumination=illumination[crop],
+        nll=tuple(history),
+        probe_scale=scale,
+    )
+
+
+def _illumination(probe: Tensor, x: Tensor, y: Tensor, problem: _Problem, chunk: int) -> Tensor:
+    n = problem.n
+    total = probe.real.new_zeros(problem.padded_shape)
+    intensity = probe.abs().square()
+    for start in range(0, len(x), chunk):
+        sel = slice(start, start + chunk)
+        win = problem.windows(x[sel], y[sel])
+        total += extract_adjoint(intensity.expand(len(win.row0), n, n), win, problem.padded_shape)
+    return total
+
+
+def photons_per_unit(amplitude: np.ndarray, nphotons: float) -> float:
+    """q with mean_j Σ q·X_j² = ``nphotons``: the unit of measured intensity X² in photons."""
+    energy = float(np.mean(np.sum(np.asarray(amplitude, np.float64) ** 2, axis=(-2, -1))))
+    return nphotons / energy if energy > 0 and math.isfinite(energy) else 1.0

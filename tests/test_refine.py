@@ -1,0 +1,245 @@
+"""The physics refinement: its operators, its update steps, and convergence on tiny scans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from runspec import write_spec
+
+from ptycho_spec.cli import main
+from runner.physics.propagate import far_field, far_field_inverse
+from runner.physics.shift import crop_patches
+from runner.refine.engine import (
+    MAX_POSITION_STEP_PX,
+    Measurements,
+    amplitude_correction,
+    photons_per_unit,
+    position_steps,
+    refine,
+)
+from runner.refine.operators import extract, extract_adjoint, extract_gradient, windows
+
+N = 16
+
+
+def smooth_object(shape: tuple[int, int], seed: int) -> torch.Tensor:
+    """A smooth random complex object ``(H, W)`` complex128: amplitude 0.6–1, phase ±1 rad."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape
+    k = torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None, :] ** 2
+    low = torch.exp(-k / 0.004)
+
+    def field() -> torch.Tensor:
+        noise = torch.randn(h, w, generator=g, dtype=torch.float64)
+        f = torch.fft.ifft2(torch.fft.fft2(noise) * low).real
+        return (f - f.mean()) / f.std()
+
+    return (0.8 + 0.1 * field()) * torch.exp(0.5j * field())
+
+
+def gaussian_probe(n: int, sigma: float) -> torch.Tensor:
+    """A Gaussian probe with a quadratic phase ``(n, n)`` complex128."""
+    t = torch.arange(n, dtype=torch.float64) - n / 2
+    r2 = t[:, None] ** 2 + t[None, :] ** 2
+    return torch.exp(-r2 / (2 * sigma**2)) * torch.exp(0.02j * r2)
+
+
+def raster(size: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    corners = torch.arange(0, size - N + 1, step, dtype=torch.float64) + N / 2
+    yy, xx = torch.meshgrid(corners, corners, indexing="ij")
+    return xx.reshape(-1), yy.reshape(-1)
+
+
+def measure(obj: torch.Tensor, probe: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return far_field(crop_patches(obj, x, y, N) * probe).abs()
+
+
+def aligned_error(estimate: torch.Tensor, truth: torch.Tensor, region: tuple[slice, slice]) -> float:
+    """Relative error of ``estimate`` on ``region`` after the best global complex factor."""
+    a, b = estimate[region], truth[region]
+    gain = (a.conj() * b).sum() / (a.abs() ** 2).sum()
+    return float((gain * a - b).norm() / b.norm())
+
+
+@pytest.fixture(scope="module")
+def scan() -> dict[str, torch.Tensor]:
+    """A noiseless raster scan of a smooth 40 × 40 object, step 3 px (64 patterns)."""
+    obj = smooth_object((40, 40), seed=1)
+    probe = gaussian_probe(N, 3.0)
+    x, y = raster(40, 3)
+    return {"obj": obj, "probe": probe, "x": x, "y": y, "amp": measure(obj, probe, x, y)}
+
+
+CENTRE = (slice(10, 30), slice(10, 30))
+
+
+class TestOperators:
+    def test_extract_is_crop_patches(self) -> None:
+        """Extraction at sub-pixel positions equals the simulator's ``crop_patches``."""
+        obj = smooth_object((30, 34), seed=2)
+        x = torch.tensor([10.3, 17.0, 20.75], dtype=torch.float64)
+        y = torch.tensor([12.5, 9.9, 18.0], dtype=torch.float64)
+        got = extract(obj, windows(x, y, N))
+        torch.testing.assert_close(got, crop_patches(obj, x, y, N), rtol=0, atol=1e-12)
+
+    def test_adjoint(self) -> None:
+        """⟨extract(O), v⟩ = ⟨O, extractᵀ(v)⟩ for random O and v."""
+        g = torch.Generator().manual_seed(0)
+        obj = torch.randn(30, 30, generator=g, dtype=torch.complex128)
+        v = torch.randn(4, N, N, generator=g, dtype=torch.complex128)
+        win = windows(torch.rand(4, generator=g, dtype=torch.float64) * 8 + 10,
+                      torch.rand(4, generator=g, dtype=torch.float64) * 8 + 10, N)
+        lhs = (extract(obj, win).conj() * v).sum()
+        rhs = (obj.conj() * extract_adjoint(v, win, (30, 30))).sum()
+        assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+
+    def test_gradient_is_the_derivative(self) -> None:
+        """∂patch/∂x and ∂patch/∂y match finite differences of the extraction."""
+        obj = smooth_object((30, 30), seed=3)
+        x = torch.tensor([14.3], dtype=torch.float64)
+        y = torch.tensor([15.6], dtype=torch.float64)
+        dx, dy = extract_gradient(obj, windows(x, y, N))
+        h = 1e-6
+        base = extract(obj, windows(x, y, N))
+        torch.testing.assert_close(dx, (extract(obj, windows(x + h, y, N)) - base) / h, atol=1e-5, rtol=0)
+        torch.testing.assert_close(dy, (extract(obj, windows(x, y + h, N)) - base) / h, atol=1e-5, rtol=0)
+
+    def test_far_field_inverse(self) -> None:
+        """``far_field_inverse`` undoes ``far_field``."""
+        psi = torch.randn(3, N, N, dtype=torch.complex128)
+        torch.testing.assert_close(far_field_inverse(far_field(psi)), psi)
+
+
+class TestAmplitudeCorrection:
+    def test_zero_at_a_consistent_exit_wave(self) -> None:
+        """An exit wave whose far-field amplitude is the measurement needs no correction."""
+        psi = torch.randn(2, N, N, dtype=torch.complex128)
+        chi = amplitude_correction(psi, far_field(psi).abs(), None)
+        assert float(chi.abs().max()) < 1e-12
+
+    def test_projects_onto_the_measurement(self) -> None:
+        """ψ + χ has the measured far-field amplitude and the model's far-field phase."""
+        g = torch.Generator().manual_seed(4)
+        psi = torch.randn(2, N, N, generator=g, dtype=torch.complex128)
+        measured = torch.rand(2, N, N, generator=g, dtype=torch.float64)
+        target = far_field(psi + amplitude_correction(psi, measured, None))
+        torch.testing.assert_close(target.abs(), measured)
+        torch.testing.assert_close(torch.angle(target), torch.angle(far_field(psi)))
+
+    def test_bad_pixels_keep_the_model(self) -> None:
+        """Outside the valid mask the far field stays the model's."""
+        psi = torch.randn(1, N, N, dtype=torch.complex128)
+        valid = torch.ones(N, N, dtype=torch.bool)
+        valid[3, 5] = False
+        target = far_field(psi + amplitude_correction(psi, torch.zeros(1, N, N), valid))
+        torch.testing.assert_close(target[0, 3, 5], far_field(psi)[0, 3, 5])
+        assert float(target.abs()[0][valid].max()) < 1e-12
+
+
+class TestPositionSteps:
+    def test_recovers_a_small_shift(self, scan: dict[str, torch.Tensor]) -> None:
+        """The exit-wave change caused by a 0.2 px move is explained by a step of ≈ 0.2 px."""
+        obj, probe = scan["obj"], scan["probe"]
+        x, y = torch.tensor([20.0], dtype=torch.float64), torch.tensor([19.5], dtype=torch.float64)
+        win = windows(x, y, N)
+        chi = (extract(obj, windows(x + 0.2, y - 0.1, N)) - extract(obj, win)) * probe
+        dx, dy = extract_gradient(obj, win)
+        step = position_steps(dx, dy, probe, chi)
+        torch.testing.assert_close(step[:, 0], torch.tensor([0.2, -0.1], dtype=torch.float64), atol=0.03, rtol=0)
+
+    def test_steps_are_bounded(self, scan: dict[str, torch.Tensor]) -> None:
+        """A correction no small move explains moves a position by at most the bound."""
+        probe = scan["probe"]
+        dx = torch.full((1, N, N), 1e-3, dtype=torch.complex128)
+        step = position_steps(dx, dx, probe, probe[None] * 5)
+        assert float(step.abs().max()) <= MAX_POSITION_STEP_PX
+
+
+def run_refine(scan: dict[str, torch.Tensor], **kwargs: object) -> object:
+    options = {"iterations": 30, "batch_size": 8, "update_probe": False,
+               "update_positions": False, "seed": 0} | kwargs
+    obj0 = options.pop("obj0", torch.full((40, 40), 0.8 + 0j, dtype=torch.complex128))
+    probe0 = options.pop("probe0", scan["probe"])
+    x0 = options.pop("x0", scan["x"])
+    y0 = options.pop("y0", scan["y"])
+    data = Measurements(amplitude=scan["amp"], valid=None, photons_per_unit=1e4)
+    return refine(obj0, probe0, x0, y0, data, **options)
+
+
+class TestRefine:
+    def test_converges_to_the_truth(self, scan: dict[str, torch.Tensor]) -> None:
+        """From a flat object with the true probe, the object converges to the truth (up to a
+        global complex factor) and the NLL falls."""
+        result = run_refine(scan)
+        assert aligned_error(result.object, scan["obj"], CENTRE) < 0.02
+        assert result.nll[-1] < 0.1 * result.nll[0]
+
+    def test_probe_scale_is_fitted(self, scan: dict[str, torch.Tensor]) -> None:
+        """A probe 7× too bright is scaled back before the first update."""
+        result = run_refine(scan, probe0=7 * scan["probe"], iterations=1)
+        assert abs(result.probe_scale * 7 * 0.8 - 1) < 0.3  # the flat 0.8 object absorbs the rest
+
+    def test_probe_refinement_recovers_a_wrong_probe(self, scan: dict[str, torch.Tensor]) -> None:
+        """Starting from a wider probe without its phase, refining the probe fits the data far
+        better than keeping it, and the object comes closer to the truth."""
+        wrong = gaussian_probe(N, 4.0).abs().to(torch.complex128)
+        fixed = run_refine(scan, probe0=wrong, iterations=40)
+        refined = run_refine(scan, probe0=wrong, iterations=40, update_probe=True)
+        assert refined.nll[-1] < 0.5 * fixed.nll[-1]
+        assert aligned_error(refined.object, scan["obj"], CENTRE) < 0.5 * aligned_error(
+            fixed.object, scan["obj"], CENTRE
+        )
+
+    def test_position_refinement_reduces_position_error(self, scan: dict[str, torch.Tensor]) -> None:
+        """Positions off by up to ±0.8 px move back toward the truth."""
+        g = torch.Generator().manual_seed(5)
+        jitter = (torch.rand(2, len(scan["x"]), generator=g, dtype=torch.float64) - 0.5) * 1.6
+        jitter -= jitter.mean(dim=1, keepdim=True)
+        x0, y0 = scan["x"] + jitter[0], scan["y"] + jitter[1]
+        result = run_refine(scan, x0=x0, y0=y0, iterations=40, update_positions=True)
+        before = torch.hypot(x0 - scan["x"], y0 - scan["y"]).mean()
+        after = torch.hypot(result.x_px - scan["x"], result.y_px - scan["y"]).mean()
+        assert after < 0.5 * before
+
+    def test_reproducible(self, scan: dict[str, torch.Tensor]) -> None:
+        """The same seed gives the same bits; another seed another minibatch order."""
+        a, b = run_refine(scan, iterations=3), run_refine(scan, iterations=3)
+        c = run_refine(scan, iterations=3, seed=1)
+        assert torch.equal(a.object, b.object) and a.nll == b.nll
+        assert not torch.equal(a.object, c.object)
+
+    def test_zero_iterations_keep_the_start(self, scan: dict[str, torch.Tensor]) -> None:
+        """No iteration: the object is the start, the NLL is evaluated once."""
+        obj0 = smooth_object((40, 40), seed=9)
+        result = run_refine(scan, obj0=obj0, iterations=0)
+        assert torch.equal(result.object, obj0) and len(result.nll) == 1
+
+
+class TestPhotonsPerUnit:
+    def test_mean_photons(self) -> None:
+        """q·mean Σ X² equals the photons per pattern."""
+        amp = np.random.default_rng(0).random((5, 4, 4))
+        q = photons_per_unit(amp, 1e6)
+        assert abs(q * np.mean(np.sum(amp**2, axis=(1, 2))) - 1e6) < 1e-3
+
+
+class TestStage:
+    def test_train_infer_with_refinement(self, tmp_path: Path) -> None:
+        """A run with ``refine.iterations`` keeps the PINN's object beside the refined one,
+        scores both, plots the NLL, and refines toward the truth."""
+        spec = write_spec(tmp_path, extra="[refine]\niterations = 8\nprobe = true\nbatch_size = 4\n")
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        run = tmp_path / "run"
+        assert (run / "refine.png").is_file()
+        metrics = json.loads((run / "metrics.json").read_text())
+        nll = metrics["refine"]["nll_per_iteration"]
+        assert len(nll) == 9 and nll[-1] < nll[0]
+        assert metrics["reconstruction"]["amplitude"]["ssim"] > metrics["pinn_reconstruction"]["amplitude"]["ssim"]
+        with np.load(run / "reconstruction.npz") as rec:
+            assert {"object", "pinn_object", "pinn_weight", "probe"} <= set(rec.files)
+            assert rec["probe"].shape == (64, 64)
+            assert not np.array_equal(rec["object"], rec["pinn_object"])
