@@ -531,16 +531,16 @@ def siemens_table(row: dict) -> str:
 
 def walls(row: dict) -> dict[str, str]:
     """Wall time per method: the run's own (``timing.toml``, interpreter start excluded) for
-    the PINN, split at the refinement when the run times it apart (a ``refine`` key)."""
+    the PINN, split at the refinement stage (``refine_time_s``)."""
     ptychi = f"{row['ptychi_wall_s']:.0f}" + (" (cached)" if row["ptychi_cached"] else "")
     if "pinn_timing" not in row:
         return {"pty-chi": ptychi}
     timing = row["pinn_timing"]
     total = float(timing["wall_time_s"])
-    refine = next((float(v) for k, v in timing.items() if "refine" in k), None)
+    refine = timing.get("refine_time_s")
     return {
         "PINN": f"{total if refine is None else total - refine:.0f}",
-        "PINN + refine": f"{total:.0f}" if refine is not None else "(same run)",
+        "PINN + refine": f"{total:.0f} (refine {refine:.1f})" if refine is not None else "(same run)",
         "pty-chi": ptychi,
     }
 

@@ -123,11 +123,14 @@ def frc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _crossing(curve: np.ndarray, level: float) -> float:
-    below = np.nonzero(curve < level)[0]
+    """The first ring radius, interpolated, where ``curve`` falls below ``level``; ring 0 (the
+    zero frequency: only the mean, which scoring removes or rescales) is not looked at, and a
+    curve already below ``level`` at ring 1 resolves nothing (0)."""
+    below = np.nonzero(curve[1:] < level)[0] + 1
     if len(below) == 0:
         return float(len(curve))
     r = int(below[0])
-    if r == 0:
+    if r == 1:
         return 0.0
     return float(r - 1 + (curve[r - 1] - level) / (curve[r - 1] - curve[r]))
 

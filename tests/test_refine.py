@@ -54,11 +54,15 @@ def raster(size: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return xx.reshape(-1), yy.reshape(-1)
 
 
-def measure(obj: torch.Tensor, probe: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def measure(
+    obj: torch.Tensor, probe: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     return far_field(crop_patches(obj, x, y, N) * probe).abs()
 
 
-def aligned_error(estimate: torch.Tensor, truth: torch.Tensor, region: tuple[slice, slice]) -> float:
+def aligned_error(
+    estimate: torch.Tensor, truth: torch.Tensor, region: tuple[slice, slice]
+) -> float:
     """Relative error of ``estimate`` on ``region`` after the best global complex factor."""
     a, b = estimate[region], truth[region]
     gain = (a.conj() * b).sum() / (a.abs() ** 2).sum()
@@ -91,8 +95,11 @@ class TestOperators:
         g = torch.Generator().manual_seed(0)
         obj = torch.randn(30, 30, generator=g, dtype=torch.complex128)
         v = torch.randn(4, N, N, generator=g, dtype=torch.complex128)
-        win = windows(torch.rand(4, generator=g, dtype=torch.float64) * 8 + 10,
-                      torch.rand(4, generator=g, dtype=torch.float64) * 8 + 10, N)
+        win = windows(
+            torch.rand(4, generator=g, dtype=torch.float64) * 8 + 10,
+            torch.rand(4, generator=g, dtype=torch.float64) * 8 + 10,
+            N,
+        )
         lhs = (extract(obj, win).conj() * v).sum()
         rhs = (obj.conj() * extract_adjoint(v, win, (30, 30))).sum()
         assert abs(lhs - rhs) < 1e-10 * abs(lhs)
@@ -105,8 +112,12 @@ class TestOperators:
         dx, dy = extract_gradient(obj, windows(x, y, N))
         h = 1e-6
         base = extract(obj, windows(x, y, N))
-        torch.testing.assert_close(dx, (extract(obj, windows(x + h, y, N)) - base) / h, atol=1e-5, rtol=0)
-        torch.testing.assert_close(dy, (extract(obj, windows(x, y + h, N)) - base) / h, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            dx, (extract(obj, windows(x + h, y, N)) - base) / h, atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            dy, (extract(obj, windows(x, y + h, N)) - base) / h, atol=1e-5, rtol=0
+        )
 
     def test_far_field_inverse(self) -> None:
         """``far_field_inverse`` undoes ``far_field``."""
@@ -149,7 +160,9 @@ class TestPositionSteps:
         chi = (extract(obj, windows(x + 0.2, y - 0.1, N)) - extract(obj, win)) * probe
         dx, dy = extract_gradient(obj, win)
         step = position_steps(dx, dy, probe, chi)
-        torch.testing.assert_close(step[:, 0], torch.tensor([0.2, -0.1], dtype=torch.float64), atol=0.03, rtol=0)
+        torch.testing.assert_close(
+            step[:, 0], torch.tensor([0.2, -0.1], dtype=torch.float64), atol=0.03, rtol=0
+        )
 
     def test_steps_are_bounded(self, scan: dict[str, torch.Tensor]) -> None:
         """A correction no small move explains moves a position by at most the bound."""
@@ -160,8 +173,13 @@ class TestPositionSteps:
 
 
 def run_refine(scan: dict[str, torch.Tensor], **kwargs: object) -> object:
-    options = {"iterations": 30, "batch_size": 8, "update_probe": False,
-               "update_positions": False, "seed": 0} | kwargs
+    options = {
+        "iterations": 30,
+        "batch_size": 8,
+        "update_probe": False,
+        "update_positions": False,
+        "seed": 0,
+    } | kwargs
     obj0 = options.pop("obj0", torch.full((40, 40), 0.8 + 0j, dtype=torch.complex128))
     probe0 = options.pop("probe0", scan["probe"])
     x0 = options.pop("x0", scan["x"])
@@ -194,7 +212,9 @@ class TestRefine:
             fixed.object, scan["obj"], CENTRE
         )
 
-    def test_position_refinement_reduces_position_error(self, scan: dict[str, torch.Tensor]) -> None:
+    def test_position_refinement_reduces_position_error(
+        self, scan: dict[str, torch.Tensor]
+    ) -> None:
         """Positions off by up to ±0.8 px move back toward the truth."""
         g = torch.Generator().manual_seed(5)
         jitter = (torch.rand(2, len(scan["x"]), generator=g, dtype=torch.float64) - 0.5) * 1.6
@@ -231,14 +251,19 @@ class TestStage:
     def test_train_infer_with_refinement(self, tmp_path: Path) -> None:
         """A run with ``refine.iterations`` keeps the PINN's object beside the refined one,
         scores both, plots the NLL, and refines toward the truth."""
-        spec = write_spec(tmp_path, extra="[refine]\niterations = 8\nprobe = true\nbatch_size = 4\n")
+        spec = write_spec(
+            tmp_path, extra="[refine]\niterations = 8\nprobe = true\nbatch_size = 4\n"
+        )
         assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
         run = tmp_path / "run"
         assert (run / "refine.png").is_file()
         metrics = json.loads((run / "metrics.json").read_text())
         nll = metrics["refine"]["nll_per_iteration"]
         assert len(nll) == 9 and nll[-1] < nll[0]
-        assert metrics["reconstruction"]["amplitude"]["ssim"] > metrics["pinn_reconstruction"]["amplitude"]["ssim"]
+        assert (
+            metrics["reconstruction"]["amplitude"]["ssim"]
+            > metrics["pinn_reconstruction"]["amplitude"]["ssim"]
+        )
         with np.load(run / "reconstruction.npz") as rec:
             assert {"object", "pinn_object", "pinn_weight", "probe"} <= set(rec.files)
             assert rec["probe"].shape == (64, 64)

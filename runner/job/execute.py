@@ -137,44 +137,69 @@ def _train_and_reconstruct(
         ):
             report["warnings"] = [COLLAPSE_WARNING]
             print(f"warning: {COLLAPSE_WARNING}", file=sys.stderr)
+    timings: dict[str, float] = {}
     if c.run.task != "train":
-        n_groups = c.data.n_groups if c.run.task == "infer" else None
-        rec = reconstruct(
-            net,
+        report |= _reconstruct(
+            c, e, scans, net, out_dir=out_dir, timings=timings, history=report.get("history", [])
+        )
+    outputs.save_json(out_dir / "metrics.json", report)
+    _write_timing(out_dir, {"wall_time_s": time.perf_counter() - started, **timings})
+
+
+def _reconstruct(
+    c: Canonical,
+    e: Execution,
+    scans: Scans,
+    net: PtychoPINN,
+    *,
+    out_dir: Path,
+    timings: dict[str, float],
+    history: list,
+) -> dict:
+    """Stitch the PINN's patches, refine when ``c.refine`` asks, write the reconstruction's
+    files, and return its part of ``metrics.json``; stage wall times go to ``timings``."""
+    started = time.perf_counter()
+    rec = reconstruct(
+        net,
+        scans.test,
+        c=c,
+        device=device_for(e),
+        precision=e.precision,
+        progress=e.enable_progress_bar,
+        n_groups=c.data.n_groups if c.run.task == "infer" else None,
+        canvas_shape=scans.canvas_shape,
+    )
+    timings["reconstruct_time_s"] = time.perf_counter() - started
+    report: dict = {}
+    pinn, refined = rec, None
+    if c.refine.iterations > 0:
+        started = time.perf_counter()
+        refined = refine_reconstruction(
+            rec,
             scans.test,
             c=c,
             device=device_for(e),
             precision=e.precision,
             progress=e.enable_progress_bar,
-            n_groups=n_groups,
-            canvas_shape=scans.canvas_shape,
         )
-        pinn = rec
-        refined = None
-        if c.refine.iterations > 0:
-            refined = refine_reconstruction(
-                rec,
-                scans.test,
-                c=c,
-                device=device_for(e),
-                precision=e.precision,
-                progress=e.enable_progress_bar,
-            )
-            rec = refined.reconstruction
-            report |= {"refine": refined.record, "pinn_reconstruction": score(pinn)}
-            outputs.save_nll_plot(out_dir / "refine.png", refined.record["nll_per_iteration"])
-        _save_reconstruction(out_dir, rec, pinn=pinn if refined else None,
-                             probe=refined.probe if refined else None)
-        if c.data.source == "ptychodus":
-            write_product(
-                out_dir / PRODUCT_OUTPUT,
-                source=c.data.ptychodus.product_file,
-                obj=rec.obj,
-                losses=loss_values(report.get("history", [])),
-            )
-        report |= {"reconstruction": score(rec), "test_input_scale": rec.input_scale}
-    outputs.save_json(out_dir / "metrics.json", report)
-    _write_timing(out_dir, time.perf_counter() - started)
+        timings["refine_time_s"] = time.perf_counter() - started
+        rec = refined.reconstruction
+        report |= {"refine": refined.record, "pinn_reconstruction": score(pinn)}
+        outputs.save_nll_plot(out_dir / "refine.png", refined.record["nll_per_iteration"])
+    _save_reconstruction(
+        out_dir,
+        rec,
+        pinn=pinn if refined else None,
+        probe=refined.probe if refined else None,
+    )
+    if c.data.source == "ptychodus":
+        write_product(
+            out_dir / PRODUCT_OUTPUT,
+            source=c.data.ptychodus.product_file,
+            obj=rec.obj,
+            losses=loss_values(history),
+        )
+    return report | {"reconstruction": score(rec), "test_input_scale": rec.input_scale}
 
 
 def _save_reconstruction(
@@ -206,15 +231,21 @@ def _save_reconstruction(
         if truth is not None:
             panels.append(("ground truth", truth, rec.weight))
         outputs.save_images(
-            out_dir / f"{name}.png", title=name + unit, panels=panels, aligned=truth is not None, cmap=cmap
+            out_dir / f"{name}.png",
+            title=name + unit,
+            panels=panels,
+            aligned=truth is not None,
+            cmap=cmap,
         )
 
 
-def _write_timing(out_dir: Path, seconds: float) -> None:
-    """Wall time lives apart from metrics.json, which a replay must reproduce exactly."""
+def _write_timing(out_dir: Path, seconds: Mapping[str, float]) -> None:
+    """Wall times (the run's, and its stages') live apart from metrics.json, which a replay must
+    reproduce exactly."""
     import tomli_w
 
-    atomic.write_text(out_dir / "timing.toml", tomli_w.dumps({"wall_time_s": round(seconds, 3)}))
+    rounded = {name: round(value, 3) for name, value in seconds.items()}
+    atomic.write_text(out_dir / "timing.toml", tomli_w.dumps(rounded))
 
 
 def _load_bundle(c: Canonical) -> Bundle:

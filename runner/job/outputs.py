@@ -114,8 +114,10 @@ def save_images(
     """Images side by side on one colour scale (the last panel's: the ground truth when there
     is one), each ``(label, image, weight)`` with its uncovered pixels (weight ≤ 0) blank."""
     shown = [
-        (label + (", aligned" if aligned and label != "ground truth" else ""),
-         np.ma.masked_where(weight <= 0, image))
+        (
+            label + (", aligned" if aligned and label != "ground truth" else ""),
+            np.ma.masked_where(weight <= 0, image),
+        )
         for label, image, weight in panels
     ]
     scale = shown[-1][1]

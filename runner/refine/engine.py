@@ -77,27 +77,32 @@ class Refined:
     probe_scale: float
 
 
-def amplitude_correction(psi: Tensor, measured: Tensor, valid: Tensor | None) -> Tensor:
-    """χ = F⁻¹(X·Ψ/|Ψ|) − ψ for exit waves ``psi (B, N, N)`` and measured amplitudes ``(B, N, N)``;
-    pixels outside ``valid`` keep the model's far field. A dark model pixel (|Ψ| = 0) takes the
+def far_field_correction(
+    far: Tensor, intensity: Tensor, measured: Tensor, valid: Tensor | None
+) -> Tensor:
+    """ΔΨ = X·Ψ/|Ψ| − Ψ for far fields ``far (B, N, N)`` (``intensity`` = |Ψ|², computed once
+    by the caller) and measured amplitudes X ``(B, N, N)``: the move onto the measured modulus.
+    Pixels outside ``valid`` keep the model's far field (ΔΨ = 0); a dark model pixel takes the
     measured amplitude with phase 0."""
+    amp = intensity.sqrt()
+    lit = amp > 0
+    ratio = measured.to(amp.dtype) / torch.where(lit, amp, 1)
+    delta = torch.where(lit, far * (ratio - 1), measured.to(far.dtype))
+    if valid is not None:
+        delta = torch.where(valid, delta, 0)
+    return delta
+
+
+def amplitude_correction(psi: Tensor, measured: Tensor, valid: Tensor | None) -> Tensor:
+    """χ = F⁻¹(X·Ψ/|Ψ|) − ψ for exit waves ``psi (B, N, N)``: the exit-wave correction, the
+    negative gradient of ½‖|Ψ| − X‖² with respect to ψ* (the far field is unitary)."""
     far = far_field(psi)
-    amp = far.abs()
-    phase = torch.where(amp > 0, far / amp.clamp_min(torch.finfo(amp.dtype).tiny), 1)
-    target = measured.to(amp.dtype) * phase
-    if valid is not None:
-        target = torch.where(valid, target, far)
-    return far_field_inverse(target) - psi
+    return far_field_inverse(far_field_correction(far, _intensity(far), measured, valid))
 
 
-def poisson_nll_sum(far_amp: Tensor, measured: Tensor, valid: Tensor | None, q: float) -> Tensor:
-    """Σ over the batch of λ − k·log(λ + ε) + lgamma(k + 1), λ = q·|Ψ|², k = q·X² (float64)."""
-    lam = q * far_amp.double() ** 2
-    k = q * measured.double() ** 2
-    terms = lam - k * torch.log(lam + NLL_EPS) + torch.lgamma(k + 1)
-    if valid is not None:
-        terms = terms * valid
-    return terms.sum()
+def _intensity(far: Tensor) -> Tensor:
+    """|Ψ|² from the real and imaginary parts: several times faster than ``abs()`` on CPU."""
+    return far.real.square() + far.imag.square()
 
 
 def _preconditioned(numerator: Tensor, weight: Tensor) -> Tensor:
@@ -136,9 +141,18 @@ class _Problem:
         self.pad = n // 2 + 2  # every window of a position inside the canvas fits the padding
         h, w = canvas_shape
         self.padded_shape = (h + 2 * self.pad, w + 2 * self.pad)
-        self.mean_photons = float(
-            data.photons_per_unit * _masked(data.amplitude.double() ** 2, data.valid).sum() / len(data.amplitude)
-        )
+        q = data.photons_per_unit
+        self.counts = _masked(q * data.amplitude.double() ** 2, data.valid)  # k (M, N, N)
+        self.log_factorials = _masked(torch.lgamma(self.counts + 1), data.valid).sum(dim=(-2, -1))
+        self.mean_photons = float(self.counts.sum()) / len(self.counts)
+
+    def nll_sum(self, intensity: Tensor, idx: Tensor | slice) -> float:
+        """Σ over patterns ``idx`` of the Poisson NLL λ − k·log(λ + ε) + log k!, λ = q·|Ψ|²,
+        in float64 (at 10⁹ photons λ and k·log λ cancel to ~10⁻⁷ relative)."""
+        lam = self.data.photons_per_unit * intensity.double()
+        k = self.counts[idx]
+        terms = _masked(lam - k * torch.log(lam + NLL_EPS), self.data.valid)
+        return float(terms.sum() + self.log_factorials[idx].sum())
 
     def windows(self, x_px: Tensor, y_px: Tensor) -> Windows:
         h, w = self.padded_shape
@@ -166,7 +180,7 @@ def fit_probe_scale(
     for start in range(0, len(x_px), chunk):
         sel = slice(start, start + chunk)
         win = problem.windows(x_px[sel], y_px[sel])
-        amp = far_field(extract(canvas, win) * probe).abs().double()
+        amp = _intensity(far_field(extract(canvas, win) * probe)).double().sqrt()
         measured = problem.data.amplitude[sel].double()
         cross += float(_masked(amp * measured, problem.data.valid).sum())
         square += float(_masked(amp**2, problem.data.valid).sum())
@@ -179,12 +193,10 @@ def _evaluate_nll(
     canvas: Tensor, probe: Tensor, x_px: Tensor, y_px: Tensor, problem: _Problem, chunk: int
 ) -> float:
     total = 0.0
-    data = problem.data
     for start in range(0, len(x_px), chunk):
         sel = slice(start, start + chunk)
         win = problem.windows(x_px[sel], y_px[sel])
-        amp = far_field(extract(canvas, win) * probe).abs()
-        total += float(poisson_nll_sum(amp, data.amplitude[sel], data.valid, data.photons_per_unit))
+        total += problem.nll_sum(_intensity(far_field(extract(canvas, win) * probe)), sel)
     return total / (len(x_px) * problem.mean_photons)
 
 
@@ -225,17 +237,16 @@ def refine(
         for idx in problem.batches(generator, batch_size):
             win = problem.windows(x[idx], y[idx])
             patch = extract(canvas, win)
-            psi = patch * probe
-            chi = amplitude_correction(psi, data.amplitude[idx], data.valid)
-            nll_sum += float(
-                poisson_nll_sum(
-                    far_field(psi).abs(), data.amplitude[idx], data.valid, data.photons_per_unit
-                )
+            far = far_field(patch * probe)
+            intensity = _intensity(far)
+            nll_sum += problem.nll_sum(intensity, idx)
+            chi = far_field_inverse(
+                far_field_correction(far, intensity, data.amplitude[idx], data.valid)
             )
-            illum = extract_adjoint(probe.abs().square().expand(len(idx), n, n), win, (hp, wp))
+            illum = extract_adjoint(_intensity(probe).expand(len(idx), n, n), win, (hp, wp))
             step_obj = _preconditioned(extract_adjoint(chi * probe.conj(), win, (hp, wp)), illum)
             if update_probe and it >= PROBE_START:
-                weight = patch.abs().square().sum(dim=0)
+                weight = _intensity(patch).sum(dim=0)
                 probe = probe + _preconditioned((chi * patch.conj()).sum(dim=0), weight)
             if update_positions and it >= POSITION_START:
                 dx, dy = extract_gradient(canvas, win)
@@ -265,7 +276,7 @@ def refine(
 def _illumination(probe: Tensor, x: Tensor, y: Tensor, problem: _Problem, chunk: int) -> Tensor:
     n = problem.n
     total = probe.real.new_zeros(problem.padded_shape)
-    intensity = probe.abs().square()
+    intensity = _intensity(probe)
     for start in range(0, len(x), chunk):
         sel = slice(start, start + chunk)
         win = problem.windows(x[sel], y[sel])

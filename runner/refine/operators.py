@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -47,7 +46,9 @@ def _gather(canvas: Tensor, win: Windows) -> Tensor:
     """The ``(B, N + 1, N + 1)`` windows of ``canvas``: one slice each, which is an order of
     magnitude faster than advanced indexing for patches this large."""
     k = win.N + 1
-    return torch.stack([canvas[r : r + k, c : c + k] for r, c in zip(win.row0, win.col0, strict=True)])
+    return torch.stack(
+        [canvas[r : r + k, c : c + k] for r, c in zip(win.row0, win.col0, strict=True)]
+    )
 
 
 def extract(canvas: Tensor, win: Windows) -> Tensor:
@@ -58,13 +59,6 @@ def extract(canvas: Tensor, win: Windows) -> Tensor:
     return torch.lerp(rows[:, :-1], rows[:, 1:], fy)
 
 
-def _spread(values: Tensor, frac: Tensor, dim: int) -> Tensor:
-    """Adjoint of a linear interpolation along ``dim``: (1 − f)·v onto index i, f·v onto i + 1."""
-    pad_after = [0, 0] * (values.ndim - 1 - (dim % values.ndim)) + [0, 1]
-    pad_before = [0, 0] * (values.ndim - 1 - (dim % values.ndim)) + [1, 0]
-    return F.pad(values * (1 - frac), pad_after) + F.pad(values * frac, pad_before)
-
-
 def extract_adjoint(values: Tensor, win: Windows, shape: tuple[int, int]) -> Tensor:
     """The adjoint of ``extract``: patches ``(B, N, N)`` summed onto a zero canvas ``shape``.
 
@@ -72,11 +66,16 @@ def extract_adjoint(values: Tensor, win: Windows, shape: tuple[int, int]) -> Ten
     sum is deterministic on every device.
     """
     fy, fx = win.fy.to(values.real.dtype), win.fx.to(values.real.dtype)
-    big = _spread(_spread(values, fy, -2), fx, -1)  # (B, N+1, N+1)
+    b, n, _ = values.shape
+    big = values.new_zeros(b, n + 1, n + 1)
+    top, bottom = values * (1 - fy), values * fy
+    big[:, :-1, :-1] += top * (1 - fx)
+    big[:, :-1, 1:] += top * fx
+    big[:, 1:, :-1] += bottom * (1 - fx)
+    big[:, 1:, 1:] += bottom * fx
     out = values.new_zeros(shape)
-    k = win.N + 1
-    for b, (r, c) in enumerate(zip(win.row0, win.col0, strict=True)):
-        out[r : r + k, c : c + k] += big[b]
+    for k, (r, c) in enumerate(zip(win.row0, win.col0, strict=True)):
+        out[r : r + n + 1, c : c + n + 1] += big[k]
     return out
 
 

@@ -104,6 +104,11 @@ def _record(result: Refined, scan: Scan, positions: bool) -> dict[str, Any]:
         "probe_scale": result.probe_scale,
     }
     if positions:
-        moved = np.hypot(result.x_px.cpu().numpy() - scan.x_px, result.y_px.cpu().numpy() - scan.y_px)
-        record["position_change_px"] = {"rms": float(np.sqrt(np.mean(moved**2))), "max": float(moved.max())}
+        moved = np.hypot(
+            result.x_px.cpu().numpy() - scan.x_px, result.y_px.cpu().numpy() - scan.y_px
+        )
+        record["position_change_px"] = {
+            "rms": float(np.sqrt(np.mean(moved**2))),
+            "max": float(moved.max()),
+        }
     return record
