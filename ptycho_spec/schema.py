@@ -490,8 +490,8 @@ class Inference:
     )
     align_patches: bool = setting(
         True,
-        doc="Before averaging, align each predicted patch's global phase and amplitude scale to "
-        "its overlapping neighbours (a least-squares solve over the overlap graph): a far-field "
+        doc="Before averaging, rotate each predicted patch's global phase to agree with its "
+        "overlapping neighbours (angular synchronization over the overlap graph): a far-field "
         "amplitude cannot see a patch's constant phase, and unaligned patches draw the tile grid.",
     )
     trim: int | Literal["auto"] = setting(

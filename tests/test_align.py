@@ -16,7 +16,7 @@ from runner.job.infer import stitch_groups
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
 from runner.physics.shift import crop_patches
-from runner.reconstruct.align import _overlapping_pairs, align_gains
+from runner.reconstruct.align import _components, _overlapping_pairs, align_gains
 from runner.reconstruct.stitch import stitch
 
 N, TRIM = 32, 8
@@ -68,13 +68,13 @@ class TestAlignGains:
 
     @pytest.mark.parametrize("scale", [False, True])
     def test_gauge(self, scale: bool) -> None:
-        """The gains' mean magnitude is 1 and their energy-weighted sum is real and positive."""
+        """The gains' mean magnitude is 1 and the aligned patches' summed core is real, > 0."""
         clean, x, y = scan(3)
         patches = clean * random_gains(len(x), seed=4)[:, None, None]
         gains = align_gains(patches, x, y, trim=TRIM, scale=scale)
-        energy = (np.abs(patches[:, TRIM:-TRIM, TRIM:-TRIM]) ** 2).sum(axis=(1, 2))
+        total = (gains[:, None, None] * patches)[:, TRIM:-TRIM, TRIM:-TRIM].sum()
         assert np.abs(gains).mean() == pytest.approx(1.0)
-        assert abs(np.angle((energy * gains).sum())) < 1e-9
+        assert abs(np.angle(total)) < 1e-9
 
     def test_subpixel_positions_and_pixel_weight(self) -> None:
         """At sub-pixel positions with a probe-like weight, only interpolation error remains."""
@@ -109,13 +109,14 @@ class TestAlignGains:
             assert gauge_error(gains[part], 1 / offsets[part]) < 1e-6
             assert np.abs(gains[part]).mean() == pytest.approx(1.0)
 
-    def test_isolated_patch_keeps_gain_one(self) -> None:
-        """A patch that overlaps nothing, or a scan of one patch, keeps gain 1."""
+    def test_isolated_patch_is_its_own_group(self) -> None:
+        """A patch that overlaps nothing gets the gain of modulus 1 that makes its sum real."""
         clean, x, y = scan(11)
         patches = np.concatenate([clean, 3j * clean[:1]])
         gains = align_gains(patches, np.append(x, 900.0), np.append(y, 900.0), trim=TRIM)
-        assert gains[-1] == pytest.approx(1.0)
-        assert align_gains(3j * clean[:1], x[:1], y[:1], trim=TRIM) == pytest.approx([1.0])
+        assert abs(np.angle(gains[-1] * patches[-1, TRIM:-TRIM, TRIM:-TRIM].sum())) < 1e-9
+        assert abs(gains[-1]) == pytest.approx(1.0)
+        assert gauge_error(gains[:-1], np.ones(len(x))) < 1e-6
 
     def test_dark_patches_keep_gain_one(self) -> None:
         """All-zero patches get gain 1 and do not disturb the others; all dark gives all ones."""
@@ -145,6 +146,39 @@ class TestOverlappingPairs:
         near = (np.abs(base[:, None] - base[None]) <= 9).all(axis=-1)
         expected = {(p, q) for p, q in zip(*np.nonzero(np.triu(near, 1)), strict=True)}
         assert found == expected and len(first) == len(found)
+
+
+def union_find_partition(n: int, first: np.ndarray, second: np.ndarray) -> set[frozenset[int]]:
+    """The reference partition: a sequential union-find."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a, b in zip(first.tolist(), second.tolist(), strict=True):
+        parent[root(a)] = root(b)
+    groups: dict[int, set[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+class TestComponents:
+    @pytest.mark.parametrize("seed", range(5))
+    def test_matches_union_find(self, seed: int) -> None:
+        """Labels partition random sparse graphs exactly as a sequential union-find does."""
+        rng = np.random.default_rng(seed)
+        first, second = rng.integers(0, 200, size=(2, int(rng.integers(0, 250))))
+        label = _components(200, first, second)
+        partition = {frozenset(np.flatnonzero(label == k).tolist()) for k in range(label.max() + 1)}
+        assert partition == union_find_partition(200, first, second)
+
+    def test_long_chain(self) -> None:
+        """A chain of 10⁴ nodes in shuffled order is one component."""
+        order = np.random.default_rng(0).permutation(10_000)
+        assert _components(10_000, order[:-1], order[1:]).max() == 0
 
 
 class TestStitchGroupsAlignment:

@@ -16,7 +16,7 @@ from runner.models.pinn import PtychoPINN
 from runner.models.registry import GENERATORS, build_generator, find_generator, make_registry
 from runner.physics.propagate import far_field
 from runner.physics.scaling import ScalingConstants
-from runner.physics.shift import crop_patches
+from runner.physics.shift import crop_patches, extract_patches, merge_patches
 
 # float(t) of a tensor that carries a graph warns; these tests read values out of such tensors
 pytestmark = pytest.mark.filterwarnings(
@@ -149,8 +149,14 @@ class TestModelFields:
         torch.testing.assert_close(objs[1, 2:3], small.predict_object(x[1:2, 2:3])[0])
         torch.testing.assert_close(small(x, rel).amplitude, small.diffract(objs))
         big = pinn(make_model(gridsize=2, object_big=True))
+        for conv in big.modules():  # zero output layers would predict 4 equal, flat patches
+            if isinstance(conv, torch.nn.Conv2d):
+                torch.nn.init.normal_(conv.weight, std=0.1)
         out = big(x, rel)
-        assert not torch.allclose(out.amplitude, big.diffract(out.object))  # merged before physics
+        merged = extract_patches(merge_patches(out.object, rel), rel, 64)
+        torch.testing.assert_close(out.amplitude, big.diffract(merged))  # merged before physics
+        unmerged = big.diffract(out.object)
+        assert float((out.amplitude - unmerged).abs().max()) > 1e-2 * float(unmerged.abs().max())
 
     def test_probe_big(self, make_model) -> None:
         """The outer N/4 border of the object is zero unless probe_big; with it, the border

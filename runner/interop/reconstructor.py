@@ -223,11 +223,24 @@ def reconstruct_in_steps(
         obj, weight = stitch_groups(
             patches, indices[start:end], scan, c=c, net=net, canvas_shape=canvas_shape
         )
+        if c.inference.align_patches:
+            obj = obj * _phase_to_match(obj, weight, weighted, total)
         weighted += obj * weight
         total += weight
         covered = total > 0
         so_far = np.where(covered, weighted / np.where(covered, total, 1.0), 0)
         yield round(PROGRESS_GOAL * end / len(indices)), so_far.astype(np.complex64)
+
+
+def _phase_to_match(
+    obj: np.ndarray, weight: np.ndarray, weighted: np.ndarray, total: np.ndarray
+) -> complex:
+    """e^{iφ} that rotates a step's stitched ``obj`` onto the running sum where both are covered:
+    each step's patches are phase-aligned among themselves only, and a far-field amplitude
+    leaves a constant phase free."""
+    both = (weight > 0) & (total > 0)
+    cross = np.sum(np.conj(obj[both]) * weighted[both] * weight[both])
+    return complex(np.exp(1j * np.angle(cross))) if cross != 0 else 1.0
 
 
 # --- training ---------------------------------------------------------------------------------

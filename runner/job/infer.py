@@ -97,8 +97,8 @@ def stitch_groups(
     """Object and weight of patches ``(G, C, N, N)`` of groups ``indices`` stitched at their scan
     positions on ``canvas_shape`` (None: the ground truth's shape, else reaching every patch),
     each pixel weighted as ``inference.stitch`` says: 1, or the illumination of ``net``. With
-    ``inference.align_patches`` each patch is first multiplied by the complex gain that makes it
-    agree with its overlapping neighbours (``align_gains``)."""
+    ``inference.align_patches`` each patch is first multiplied by the phase factor that makes it
+    agree best with its overlapping neighbours (``align_gains``)."""
     n = patches.shape[-1]
     flat = indices.reshape(-1)
     patches = patches.reshape(-1, n, n)
@@ -172,7 +172,7 @@ def collapsed(
 ) -> bool:
     """Whether the generator maps most of the first groups of ``scan`` to patches flat in
     both amplitude and phase over their centre (the central N/2 × N/2, where the probe is
-    bright): the flat-object solution a run can sink into when its output heads saturate or
+    bright; the phase taken about each patch's mean direction): the flat-object solution a run can sink into when its output heads saturate or
     its features die, or stay in when it trains too little (zero output layers start flat).
     A healthy generator's patches vary by ~10⁻¹ in both on the lines objects. Only the
     sampled patterns are scaled into network units (by the training's ``scaling``)."""
@@ -190,7 +190,9 @@ def collapsed(
         progress=False,
     )
     centre = patches[..., n // 4 : n - n // 4, n // 4 : n - n // 4]
-    amplitude, phase = np.abs(centre), np.angle(centre)
+    # phase about each patch's mean direction: a head pinned at ±π (both ends are −1) is flat
+    phase = np.angle(centre * np.conj(centre.mean(axis=(-2, -1), keepdims=True)))
+    amplitude = np.abs(centre)
     scale = np.maximum(amplitude.mean(axis=(-2, -1)), 1.0)
     flat_amplitude = amplitude.std(axis=(-2, -1)) <= FLAT_AMPLITUDE * scale
     flat_phase = phase.std(axis=(-2, -1)) <= FLAT_PHASE_RAD

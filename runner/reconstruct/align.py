@@ -3,15 +3,16 @@
 A far-field amplitude cannot see a patch's constant phase, so patches predicted one at a time
 disagree with their neighbours by one phase factor each (and by some scale), and their average
 draws a grid of patch-sized tiles. ``align_gains`` finds gains g ``(P,)`` that minimize the
-residual the stitch averages away,
+residual the stitch averages away (``runner/reconstruct/stitch.py``). With u_p(x) and w_p(x)
+patch p's weighted values and weights as the stitch splats them onto object pixel x
+(bilinear, after ``trim``, times the pixel weight), W = Σ_q w_q and Ō = Σ_q g_q·u_q / W the
+stitched object,
 
-    E(g) = Σ_p Σ_i Σ_x s_p(x, i)·w(i)·|g_p·O_p(i) − Ō(x)|²,   Ō = Σ_q g_q·u_q / W,
+    E(g) = Σ_p Σ_x w_p·|g_p·u_p / w_p − Ō|² = Σ_{p<q} Σ_x (w_p·w_q / W)·|g_p·u_p/w_p − g_q·u_q/w_q|²,
 
-where s_p(x, i) is the stitch's bilinear splat of patch pixel i onto object pixel x, w the
-stitch's pixel weight, u_q(x) = Σ_i s_q(x, i)·w(i)·O_q(i) and W(x) = Σ_q Σ_i s_q(x, i)·w(i)
-(``runner/reconstruct/stitch.py``). Expanded, E = gᴴ(D − B)g with D_pp = Σ_i w(i)|O_p(i)|² and
-B_pq = Σ_x conj(u_p)·u_q / W over the two patches' overlap: the sum over overlapping pairs of
-|g_p·O_p − g_q·O_q|² with pixel weight w_p·w_q / 2W. The minimum of E / gᴴDg is the top
+the weighted disagreement of every overlapping pair. Expanded, E = gᴴ(D − B)g with
+D_pp = Σ_x |u_p|² / w_p (Σ_i w(i)|O_p(i)|² at integer positions) and B_pq = Σ_x conj(u_p)·u_q / W
+over the two patches' overlap. The minimum of E / gᴴDg is the top
 eigenvector of the normalized operator M = D^-½·B·D^-½ (eigenvalues in [0, 1], 1 when the
 patches agree exactly): the spectral relaxation of angular synchronization over the overlap
 graph (Singer 2011, "Angular synchronization by eigenvectors and semidefinite programming").
@@ -26,7 +27,8 @@ noise in O_q shrinks each fitted g_q below its neighbours', and the shrinkage co
 the distance from the fixed patch. The eigenvector absorbs that uniform shrinkage into its
 eigenvalue. The eigenvector is found per connected component of the overlap graph by
 restarted Lanczos with full reorthogonalization (all components at once, with segment sums),
-then gauge-fixed per component: energy-weighted mean phase 0, mean gain magnitude 1.
+then gauge-fixed per component: mean gain magnitude 1, and the aligned patches' weighted
+mean phase 0.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ MAX_RESTARTS = 100
 TOLERANCE = 1e-9  # per-component residual |M·g − θ·g| (g of norm 1) at which the gains are final
 BREAKDOWN = 1e-12  # Krylov vector norm below which a component's Krylov space is exhausted
 CHUNK_ELEMENTS = 1 << 22  # values gathered at once: bounds the temporary arrays to ~64 MiB
+SAMPLED_SIDE = 32  # windows wider than this are sampled every ⌊side / 32⌋-th canvas row and
+# column: one gain per patch needs far fewer than the ~10³ samples left per overlap, and the
+# pair products, the cost that grows with the overlap, shrink by the stride squared
 
 
 def align_gains(
@@ -67,15 +72,18 @@ def align_gains(
     core = patches[:, trim : n - trim, trim : n - trim]
     corner = np.stack([np.asarray(y_px, np.float64), np.asarray(x_px, np.float64)], -1)
     corner = corner - n / 2 + trim  # (P, 2) [row, column] of core pixel (0, 0)
-    base = np.floor(corner).astype(np.int64)
-    energy = np.einsum("pij,ij->p", np.abs(core) ** 2, weight)  # D_pp
     gains = np.ones(len(core), np.complex128)
-    lit = np.flatnonzero(energy > DARK * energy.max(initial=0.0))
+    if len(core) == 0:
+        return gains
+    scaled, energy, base = _sampled_windows(core, weight, corner)
+    lit = np.flatnonzero(energy > DARK * energy.max())
     if len(lit) == 0:
         return gains
-    scaled = _scaled_windows(core[lit], weight, corner[lit] - base[lit], base[lit])
+    if len(lit) < len(core):
+        scaled = scaled[lit]
     first, second, coupling = _coupled_pairs(scaled, base[lit], energy[lit])
-    gains[lit] = _synchronize(first, second, coupling, energy[lit], scale=scale)
+    weighted_sum = np.einsum("pij,ij->p", core[lit], weight)  # Σ_i w·O_p: the gauge's anchor
+    gains[lit] = _synchronize(first, second, coupling, energy[lit], weighted_sum, scale=scale)
     return gains
 
 
@@ -105,35 +113,54 @@ def _splat_windows(values: np.ndarray, frac: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scaled_windows(
-    core: np.ndarray, weight: np.ndarray, frac: np.ndarray, base: np.ndarray
-) -> np.ndarray:
-    """u_p / √W on each patch's splat window ``(P, k+1, k+1)``, windows at ``base (P, 2)``: the
-    Gram matrix of these over overlaps is B. Two passes over ``CHUNK_ELEMENTS``-sized chunks:
-    the summed weight W on a canvas, then the scaled splats."""
+def _sampled_windows(
+    core: np.ndarray, weight: np.ndarray, corner: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each patch on the canvas pixels S it reaches: u_p / √W ``(P, m, m)`` (the Gram matrix of
+    these over overlaps is B), the energies D_pp = Σ_{x∈S} |u_p|² / w_p ``(P,)`` (w_p = the
+    patch's splatted weight) and the windows' corners ``(P, 2)`` on the grid of S. S is every
+    ``stride``-th canvas row and column (all of them for windows up to ``SAMPLED_SIDE``); as
+    E restricted to S keeps B's row sums equal to D for patches that agree, gains that make
+    patches agree stay exact. Two passes over chunks of patches: W, then the windows."""
     side = core.shape[-1] + 1
+    stride = max(1, side // SAMPLED_SIDE)
+    base = np.floor(corner).astype(np.int64)
+    frac = corner - base
+    skip = (-base) % stride  # (P, 2) window rows/columns before the first one in S
+    m = -(-side // stride)
+    take = np.minimum(skip[:, :, None] + stride * np.arange(m), side - 1)  # (P, 2, m)
+    inside = (skip[:, :, None] + stride * np.arange(m)) < side
     origin = base.min(axis=0)
     shape = tuple(base.max(axis=0) - origin + side)
     chunk = max(1, CHUNK_ELEMENTS // side**2)
+    chunks = [slice(start, start + chunk) for start in range(0, len(core), chunk)]
     ii = np.arange(side)
-    total = np.zeros(shape[0] * shape[1])
-    flat = [slice(s, s + chunk) for s in range(0, len(core), chunk)]
 
     def canvas_index(part: slice) -> np.ndarray:
         rows = (base[part, 0] - origin[0])[:, None, None] + ii[None, :, None]
         cols = (base[part, 1] - origin[1])[:, None, None] + ii[None, None, :]
-        return rows * shape[1] + cols  # (p, k+1, k+1)
+        return rows * shape[1] + cols  # (p, side, side)
 
-    for part in flat:
-        splat = _splat_windows(np.broadcast_to(weight, core[part].shape), frac[part])
-        total += np.bincount(canvas_index(part).ravel(), splat.ravel(), minlength=total.size)
-    real = np.finfo(core.dtype).dtype if np.iscomplexobj(core) else np.float64
-    scaled = np.empty((len(core), side, side), np.result_type(core.dtype, np.complex64))
+    def sample(windows: np.ndarray, part: slice) -> np.ndarray:
+        if stride == 1:
+            return windows
+        rows, cols = take[part, 0][:, :, None], take[part, 1][:, None, :]
+        keep = inside[part, 0][:, :, None] & inside[part, 1][:, None, :]
+        return windows[np.arange(len(windows))[:, None, None], rows, cols] * keep
+
+    total = np.zeros(shape[0] * shape[1])
+    for part in chunks:
+        spread = _splat_windows(np.broadcast_to(weight, core[part].shape), frac[part])
+        total += np.bincount(canvas_index(part).ravel(), spread.ravel(), minlength=total.size)
     inverse_root = np.where(total > 0, 1 / np.sqrt(np.where(total > 0, total, 1)), 0)
-    for part in flat:
-        splat = _splat_windows((weight * core[part]).astype(scaled.dtype), frac[part])
-        scaled[part] = splat * inverse_root[canvas_index(part)].astype(real)
-    return scaled
+    scaled = np.empty((len(core), m, m), np.result_type(core.dtype, np.complex64))
+    energy = np.empty(len(core))
+    for part in chunks:
+        u = sample(_splat_windows((weight * core[part]).astype(scaled.dtype), frac[part]), part)
+        own = sample(_splat_windows(np.broadcast_to(weight, core[part].shape), frac[part]), part)
+        scaled[part] = u * sample(inverse_root[canvas_index(part)], part).astype(u.real.dtype)
+        energy[part] = (np.abs(u) ** 2 / np.where(own > 0, own, np.inf)).sum(axis=(1, 2))
+    return scaled, energy, (base + skip) // stride
 
 
 def _overlapping_pairs(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,16 +240,18 @@ def _coupled_pairs(
 
 def _components(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Connected-component labels ``(n,)`` in 0 … K−1 of the graph with edges (first, second):
-    minimum-label propagation with pointer jumping, all edges at once per sweep."""
+    every round hooks each tree's root onto the smallest root it has an edge to, then
+    flattens the trees by pointer jumping (Shiloach–Vishkin style, all edges at once)."""
     label = np.arange(n)
     while True:
-        new = label.copy()
-        np.minimum.at(new, first, label[second])
-        np.minimum.at(new, second, label[first])
-        new = new[new]
-        if np.array_equal(new, label):
+        ends = np.sort(np.stack([label[first], label[second]]), axis=0)  # (2, edges) roots
+        hooked = label.copy()
+        np.minimum.at(hooked, ends[1], ends[0])
+        while not np.array_equal(jumped := hooked[hooked], hooked):
+            hooked = jumped
+        if np.array_equal(hooked, label):
             return np.unique(label, return_inverse=True)[1]
-        label = new
+        label = hooked
 
 
 def _synchronize(
@@ -230,6 +259,7 @@ def _synchronize(
     second: np.ndarray,
     coupling: np.ndarray,
     energy: np.ndarray,
+    weighted_sum: np.ndarray,
     *,
     scale: bool,
 ) -> np.ndarray:
@@ -249,7 +279,7 @@ def _synchronize(
     if not scale:
         magnitude = np.abs(gains)
         gains = np.where(magnitude > 0, gains / np.where(magnitude > 0, magnitude, 1), 1)
-    return _fix_gauge(gains, component, energy)
+    return _fix_gauge(gains, component, weighted_sum)
 
 
 def _hermitian_matvec(
@@ -333,14 +363,14 @@ def _lanczos(
     return basis[:steps], tri
 
 
-def _fix_gauge(gains: np.ndarray, component: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """Per component: rotate so Σ D_pp·g_p is real and positive (the energy-weighted mean
-    phase is 0), then scale so the mean |g_p| is 1."""
+def _fix_gauge(gains: np.ndarray, component: np.ndarray, weighted_sum: np.ndarray) -> np.ndarray:
+    """Per component: scale so the mean |g_p| is 1, and rotate so Σ_p g_p·Σ_i w·O_p is real
+    and positive: the aligned patches' weighted mean phase is 0, so a stitched object whose
+    phase varies by less than π stays clear of the ±π wrap."""
     count = np.bincount(component)
-    total = np.bincount(component, energy * gains.real) + 1j * np.bincount(
-        component, energy * gains.imag
-    )
-    rotation = np.where(np.abs(total) > 0, np.abs(total) / np.where(total != 0, total, 1), 1)
-    gains = gains * rotation[component]
     mean_magnitude = np.bincount(component, np.abs(gains)) / count
-    return gains / np.where(mean_magnitude > 0, mean_magnitude, 1)[component]
+    gains = gains / np.where(mean_magnitude > 0, mean_magnitude, 1)[component]
+    anchor = gains * weighted_sum
+    total = np.bincount(component, anchor.real) + 1j * np.bincount(component, anchor.imag)
+    rotation = np.where(np.abs(total) > 0, np.abs(total) / np.where(total != 0, total, 1), 1)
+    return gains * rotation[component]
