@@ -298,21 +298,6 @@ def register(pred: np.ndarray, reference: np.ndarray, region: np.ndarray):
     return (pred * turn).astype(np.complex64), (dy, dx)
 
 
-def frc50(curve: np.ndarray) -> float:
-    """First crossing of 0.5 by an FRC ``curve (R,)`` after the zero-frequency ring, in ring
-    units, linearly interpolated (R when it never drops below 0.5). Ring 0 carries only the
-    images' means, which the plane removal sets to ~0 in both: their ratio is noise (it can
-    be negative), so ``ChannelMetrics.frc50``, which starts at ring 0, reads 0 on a perfect
-    phase image now and then."""
-    below = np.nonzero(curve[1:] < 0.5)[0]
-    if len(below) == 0:
-        return float(len(curve))
-    r = int(below[0]) + 1
-    if r == 1:
-        return 1.0
-    return float(r - 1 + (curve[r - 1] - 0.5) / (curve[r - 1] - curve[r]))
-
-
 def score(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
     """Registered scores of ``pred`` against ``truth`` (``runner.metrics.evaluate``)."""
     from runner.metrics import evaluate
@@ -324,8 +309,8 @@ def score(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
         "phase_ssim": m.phase.ssim,
         "amp_mae": m.amplitude.mae,
         "phase_mae": m.phase.mae,
-        "amp_frc50": frc50(m.amplitude.frc),
-        "phase_frc50": frc50(m.phase.frc),
+        "amp_frc50": m.amplitude.frc50,
+        "phase_frc50": m.phase.frc50,
         "shift_px": shift,
         "aligned": aligned,
     }

@@ -17,6 +17,7 @@ from runner.refine.engine import (
     MAX_POSITION_STEP_PX,
     Measurements,
     amplitude_correction,
+    move_phase_ramp,
     photons_per_unit,
     position_steps,
     refine,
@@ -237,6 +238,22 @@ class TestRefine:
         obj0 = smooth_object((40, 40), seed=9)
         result = run_refine(scan, obj0=obj0, iterations=0)
         assert torch.equal(result.object, obj0) and len(result.nll) == 1
+
+
+class TestMovePhaseRamp:
+    def test_ramp_moves_to_the_probe_and_the_fit_stays(self, scan: dict[str, torch.Tensor]) -> None:
+        """An object phase ramp moves into the probe: the object's mean phase gradient becomes
+        ~0, and every far-field amplitude stays what it was."""
+        rows, cols = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+        ramped = scan["obj"] * torch.exp(1j * (0.3 * cols - 0.2 * rows))
+        inside = (scan["x"] < 31) & (scan["y"] < 31)  # windows of N + 1 px within the object
+        win = windows(scan["x"][inside], scan["y"][inside], N)
+        before = far_field(extract(ramped, win) * scan["probe"]).abs()
+        obj, probe = move_phase_ramp(ramped, scan["probe"], torch.ones(40, 40))
+        after = far_field(extract(obj, win) * probe).abs()
+        torch.testing.assert_close(after, before, atol=1e-3 * float(before.max()), rtol=0)
+        gradient = torch.angle((obj[:, 1:] * obj[:, :-1].conj()).sum())
+        assert abs(float(gradient)) < 0.02
 
 
 class TestPhotonsPerUnit:

@@ -45,6 +45,9 @@ POSITION_START = 2
 """First iteration that moves positions: their gradient is only informative once the object is."""
 MAX_POSITION_STEP_PX = 0.5
 """Largest move of one position in one update: a bad early gradient cannot throw a pattern off."""
+LIT_SHARE = 0.1
+"""Object pixels lit by less than this share of the brightest summed illumination count as not
+reconstructed: ignored when the object's phase ramp is measured, blank in pictures and scores."""
 NLL_EPS = 1e-8
 """Added to λ inside log λ (photons): keeps the NLL finite where the model is exactly dark."""
 
@@ -229,6 +232,8 @@ def refine(
     chunk = max(batch_size, 64)
     scale = fit_probe_scale(canvas, probe, x, y, problem, chunk)
     probe = probe * scale
+    if update_probe:
+        canvas, probe = move_phase_ramp(canvas, probe, _illumination(probe, x, y, problem, chunk))
     generator = torch.Generator().manual_seed(seed)
     history: list[float] = []
     bar = tqdm(range(iterations), desc="refine", unit="it", disable=not progress, leave=False)
@@ -261,6 +266,8 @@ def refine(
         bar.set_postfix(nll=f"{history[-1]:.5g}")
     history.append(_evaluate_nll(canvas, probe, x, y, problem, chunk))
     illumination = _illumination(probe, x, y, problem, chunk)
+    if update_probe:
+        canvas, probe = move_phase_ramp(canvas, probe, illumination)
     crop = (slice(pad, hp - pad), slice(pad, wp - pad))
     return Refined(
         object=canvas[crop],
@@ -271,6 +278,27 @@ def refine(
         nll=tuple(history),
         probe_scale=scale,
     )
+
+
+def move_phase_ramp(canvas: Tensor, probe: Tensor, illumination: Tensor) -> tuple[Tensor, Tensor]:
+    """(O·e^{−ik·r}, P·e^{ik·r}) with k the object's mean phase gradient (rad/px) over its
+    well-lit pixels: exit waves only gain a constant phase per pattern, invisible in the far
+    field, so the fit is unchanged. An object phase ramp and a probe counter-ramp are one
+    ambiguity of ptychography with a free probe; this keeps the ramp in the probe (a shift of
+    its far field), so the object's phase does not wrap across the picture."""
+    lit = illumination >= LIT_SHARE * illumination.max()
+    both_x, both_y = lit[:, 1:] & lit[:, :-1], lit[1:, :] & lit[:-1, :]
+    kx = torch.angle(torch.where(both_x, canvas[:, 1:] * canvas[:, :-1].conj(), 0).sum())
+    ky = torch.angle(torch.where(both_y, canvas[1:, :] * canvas[:-1, :].conj(), 0).sum())
+
+    def ramp(shape: tuple[int, int]) -> Tensor:
+        rows = torch.arange(shape[0], device=canvas.device, dtype=canvas.real.dtype)[:, None]
+        cols = torch.arange(shape[1], device=canvas.device, dtype=canvas.real.dtype)[None, :]
+        return torch.polar(
+            torch.ones((), dtype=canvas.real.dtype, device=canvas.device), kx * cols + ky * rows
+        )
+
+    return canvas * ramp(tuple(canvas.shape)).conj(), probe * ramp(tuple(probe.shape))
 
 
 def _illumination(probe: Tensor, x: Tensor, y: Tensor, problem: _Problem, chunk: int) -> Tensor:

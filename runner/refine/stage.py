@@ -18,11 +18,7 @@ from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Canonical
 from runner.data.scan import Scan
 from runner.job.infer import Reconstruction
-from runner.refine.engine import Measurements, Refined, photons_per_unit, refine
-
-LIT_FRACTION = 0.1
-"""Object pixels whose summed illumination is below this share of the brightest count as not
-reconstructed (scored and shown like the PINN's uncovered pixels)."""
+from runner.refine.engine import LIT_SHARE, Measurements, Refined, photons_per_unit, refine
 
 
 @frozen(kw_only=True)
@@ -87,7 +83,7 @@ def refine_reconstruction(
 
 def _as_reconstruction(result: Refined, rec: Reconstruction) -> Reconstruction:
     illumination = result.illumination.to("cpu", torch.float64).numpy()
-    lit = illumination >= LIT_FRACTION * illumination.max()
+    lit = illumination >= LIT_SHARE * illumination.max()  # the rest is not reconstructed
     return attrs.evolve(
         rec,
         obj=result.object.to("cpu", torch.complex64).numpy(),
