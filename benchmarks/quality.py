@@ -577,7 +577,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="PINN epochs for the anchor's pattern count; a case with fewer patterns trains "
         "proportionally more epochs, so every PINN takes the same number of steps",
     )
-    parser.add_argument("--refine", type=int, default=20, help="refine.iterations (0: PINN only)")
+    parser.add_argument("--refine", type=int, default=100, help="refine.iterations (0: PINN only)")
     parser.add_argument("--ptychi-epochs", type=int, default=100)
     parser.add_argument(
         "--star-epochs",

@@ -13,7 +13,13 @@ from runspec import write_spec
 
 from ptycho_spec.cli import main
 from ptycho_spec.schema import Training
-from runner.job.optim import build_optimizer, build_scheduler, warmup_cosine
+from runner.job.optim import (
+    FAN_IN_REF,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+    warmup_cosine,
+)
 
 NONE = dict.fromkeys(
     (
@@ -59,6 +65,54 @@ class TestBuildOptimizer:
         sgd = attrs.evolve(ADAM, optimizer="sgd", momentum=0.7, adam_beta1=None, adam_beta2=None)
         opt = build_optimizer(params(), sgd)
         assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.7
+
+
+def convnet() -> torch.nn.Module:
+    """Fan-ins 2·9 = 18 and 8·9 = 72, a bias-free 1 × 1 convolution (8) and a scalar."""
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 8, 3), torch.nn.Conv2d(8, 4, 3), torch.nn.Conv2d(4, 1, 1, bias=False)
+    )
+    net.register_parameter("gain", torch.nn.Parameter(torch.zeros(())))
+    return net
+
+
+class TestParameterGroups:
+    def test_conv_weights_scale_by_fan_in(self) -> None:
+        """Convolution weights wider than FAN_IN_REF take FAN_IN_REF / fan-in of the learning
+        rate; narrower weights, biases and scalars the full rate, in group 0."""
+        net = convnet()
+        groups = parameter_groups(net, ADAM)
+        lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+        assert lr_of[id(net[0].weight)] == lr_of[id(net[2].weight)] == ADAM.learning_rate
+        assert lr_of[id(net[1].weight)] == pytest.approx(ADAM.learning_rate * FAN_IN_REF / 72)
+        assert lr_of[id(net[1].bias)] == lr_of[id(net.gain)] == ADAM.learning_rate
+        assert groups[0]["lr"] == ADAM.learning_rate
+        assert sorted(lr_of) == sorted(id(p) for p in net.parameters())
+
+    def test_sgd_is_unscaled(self) -> None:
+        """SGD keeps one group at the configured rate."""
+        sgd = attrs.evolve(ADAM, optimizer="sgd", momentum=0.7, adam_beta1=None, adam_beta2=None)
+        opt = build_optimizer(parameter_groups(convnet(), sgd), sgd)
+        assert [g["lr"] for g in opt.param_groups] == [sgd.learning_rate]
+
+    def test_plateau_floor_scales_with_the_group(self) -> None:
+        """plateau's min_lr is per group, scaled like its learning rate, so a scaled group is
+        never raised to the floor."""
+        cfg = attrs.evolve(
+            ADAM,
+            scheduler="plateau",
+            plateau_factor=0.5,
+            plateau_patience=0,
+            plateau_min_lr=4e-4,
+            plateau_threshold=0.0,
+        )
+        opt = build_optimizer(parameter_groups(convnet(), cfg), cfg)
+        sched = build_scheduler(opt, cfg, monitor="val_loss", steps_per_epoch=5)["scheduler"]
+        for loss in (1.0, 1.0, 1.0, 1.0):
+            opt.step()
+            sched.step(loss)
+        scale = FAN_IN_REF / 72
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([4e-4, 4e-4 * scale])
 
 
 class TestSchedules:

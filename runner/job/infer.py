@@ -172,10 +172,11 @@ def collapsed(
 ) -> bool:
     """Whether the generator maps most of the first groups of ``scan`` to patches flat in
     both amplitude and phase over their centre (the central N/2 × N/2, where the probe is
-    bright; the phase taken about each patch's mean direction): the flat-object solution a run can sink into when its output heads saturate or
-    its features die, or stay in when it trains too little (zero output layers start flat).
-    A healthy generator's patches vary by ~10⁻¹ in both on the lines objects. Only the
-    sampled patterns are scaled into network units (by the training's ``scaling``)."""
+    bright; the phase taken about each patch's mean direction): the flat-object solution a
+    run can sink into when its output heads saturate or its features die, or stay in when it
+    trains too little (zero output layers start flat). A healthy generator's patches vary by
+    ~10⁻¹ in both on the lines objects. Only the sampled patterns are scaled into network
+    units (by the training's ``scaling``)."""
     n = c.model.N
     indices = inference_groups(c, scan, n_groups=min(COLLAPSE_GROUPS, len(scan.x_px)))
     rows, local = np.unique(indices, return_inverse=True)

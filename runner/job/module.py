@@ -15,7 +15,7 @@ import torch
 
 from ptycho_spec.schema import Model, Training
 from ptycho_spec.vocabulary import LEARNING_RATE, SUPERVISED_TERM, loss_weights
-from runner.job.optim import build_optimizer, build_scheduler
+from runner.job.optim import build_optimizer, build_scheduler, parameter_groups
 from runner.models.pinn import PtychoPINN
 from runner.physics import losses
 from runner.physics.scaling import ScalingConstants
@@ -120,7 +120,7 @@ class PtychoModule(pl.LightningModule):
         return self._shared_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.training_cfg)
+        optimizer = build_optimizer(parameter_groups(self, self.training_cfg), self.training_cfg)
         steps = max(1, int(self.trainer.estimated_stepping_batches) // self.training_cfg.nepochs)
         scheduler = build_scheduler(
             optimizer, self.training_cfg, monitor=self._plateau_monitor(), steps_per_epoch=steps

@@ -1,0 +1,149 @@
+"""Does training end on a flat object? A sweep of seed × batch size × learning rate.
+
+Each setting is one ``ptycho-spec run SPEC --set ...`` (the quickstart by default), in its own
+run directory; the table reports the test object's amplitude and phase SSIM and phase MAE of
+the PINN's reconstruction, whether the run's flat-object check fired (``metrics.json``
+``warnings``), the last epoch's training loss and the wall time. Rows are written to ``--out``
+as each run finishes, so an interrupted sweep keeps what it measured. Usage::
+
+    python benchmarks/collapse.py --out /tmp/collapse_sweep.md
+    python benchmarks/collapse.py --seeds 1 --batches 4 --lrs 2e-3 --no-extra   # one run
+
+``--set refine.iterations=0`` is passed to every run unless ``--keep-refine``: the sweep is
+about training, and refinement would repair a flat PINN object after the fact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+FLAT_WARNING_START = "training ended on a flat object"
+
+# Settings that ended on a flat object before the fix (benchmarks/RESULTS.md), beyond the grid.
+EXTRA_SETTINGS: tuple[tuple[str, ...], ...] = (
+    ("run.seed=3", "training.batch_size=8", "training.nepochs=10"),
+    (
+        "run.seed=1",
+        "training.batch_size=16",
+        "training.learning_rate=4e-3",
+        "training.scheduler=warmup_cosine",
+        "training.nepochs=12",
+    ),
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def grid(seeds: Sequence[int], batches: Sequence[int], lrs: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every seed × batch size × learning rate as ``--set`` assignments."""
+    return [
+        (f"run.seed={s}", f"training.batch_size={b}", f"training.learning_rate={lr}")
+        for s in seeds
+        for b in batches
+        for lr in lrs
+    ]
+
+
+def run_one(spec: str, sets: Sequence[str], out_dir: Path) -> tuple[dict, float, int]:
+    """Run ``spec`` with ``sets`` into ``out_dir``: (metrics.json or {}, wall seconds, exit code)."""
+    cmd = ["ptycho-spec", "run", spec, "--out", str(out_dir), "--force"]
+    for s in sets:
+        cmd += ["--set", s]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-2000:])
+    metrics_file = out_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return metrics, seconds, done.returncode
+
+
+def row(sets: Sequence[str], metrics: dict, seconds: float, code: int) -> str:
+    """One Markdown table row for a finished run."""
+    label = ", ".join(s.split(".", 1)[1] for s in sets if not s.startswith("refine."))
+    if code != 0:
+        return f"| {label} | exit {code} | | | | | {seconds:.0f} |"
+    rec = metrics.get("pinn_reconstruction") or metrics.get("reconstruction") or {}
+    amp, phase = rec.get("amplitude", {}), rec.get("phase", {})
+    flat = any(w.startswith(FLAT_WARNING_START) for w in metrics.get("warnings", []))
+    history = metrics.get("history") or [{}]
+    loss = history[-1].get("train_loss", float("nan"))
+    return (
+        f"| {label} | {amp.get('ssim', float('nan')):.3f} | {phase.get('ssim', float('nan')):.3f}"
+        f" | {phase.get('mae', float('nan')):.3f} | {'**yes**' if flat else 'no'}"
+        f" | {loss:.3f} | {seconds:.0f} |"
+    )
+
+
+def header(args: argparse.Namespace) -> str:
+    """Hardware, versions and the command, then the table's head."""
+    return (
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"{time.strftime('%Y-%m-%d')}\n\n"
+        f"Command: `python benchmarks/collapse.py {' '.join(sys.argv[1:])}`; "
+        f"spec `{args.spec}`, common settings `{' '.join(args.common)}`\n\n"
+        "| setting | amp SSIM | phase SSIM | phase MAE (rad) | flat-object warning "
+        "| last train loss | wall (s) |\n|---|---|---|---|---|---|---|\n"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", default="examples/quickstart.toml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--lrs", nargs="+", default=["2e-3", "4e-3"])
+    parser.add_argument(
+        "--no-extra",
+        action="store_true",
+        help="leave out the settings beyond the grid that collapsed before (seed 3 batch 8 "
+        "10 epochs; lr 4e-3 warmup_cosine 12 epochs)",
+    )
+    parser.add_argument("--keep-refine", action="store_true", help="do not set refine.iterations=0")
+    parser.add_argument("--out", default="collapse_sweep.md", help="Markdown table written here")
+    parser.add_argument("--workdir", default=None, help="run directories (default: a temp dir)")
+    args = parser.parse_args()
+    args.common = [] if args.keep_refine else ["refine.iterations=0"]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    settings = grid(args.seeds, args.batches, args.lrs)
+    settings += [] if args.no_extra else list(EXTRA_SETTINGS)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="collapse_sweep_"))
+    out = Path(args.out)
+    out.write_text(header(args))
+    for i, sets in enumerate(settings):
+        full = (*sets, *args.common)
+        metrics, seconds, code = run_one(args.spec, full, workdir / f"run{i:02d}")
+        line = row(full, metrics, seconds, code)
+        with out.open("a") as f:
+            f.write(line + "\n")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
