@@ -240,7 +240,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from runner.job.commands import run
+    from ptycho_spec.commands.run import run
 
     return run(args)
 
@@ -299,7 +299,7 @@ def _resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from runner.job.commands import resume
+    from ptycho_spec.commands.run import resume
 
     return resume(args)
 
@@ -318,7 +318,7 @@ def _export_npz_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export_npz(args: argparse.Namespace) -> int:
-    from runner.job.commands import export_npz
+    from ptycho_spec.commands.run import export_npz
 
     return export_npz(args)
 

@@ -14,11 +14,11 @@ import torch
 
 from runner.data.grouping import group_scan
 from runner.data.simulate import disk_probe, lines_object, raster_positions, simulate_scan
+from runner.infer.stitch import stitch
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
 from runner.physics.losses import poisson_nll
 from runner.physics.scaling import ScalingConstants
-from runner.reconstruct.stitch import stitch
 
 N, SIZE, STEPS, BATCH = 64, 112, 400, 8
 

@@ -131,7 +131,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
 
 
 def library() -> Any:
-    from runner.interop.reconstructor import PtychoSpecReconstructorLibrary
+    from ptycho_spec.commands.ptychodus_library import PtychoSpecReconstructorLibrary
 
     lib = PtychoSpecReconstructorLibrary(SettingsRegistry())
     lib.settings.overrides.set_value(SETTINGS)
@@ -231,7 +231,7 @@ class TestTrain:
         self, simulated: Simulated, trained: Trained, tmp_path: Path
     ) -> None:
         """Training on counts whose bad pixels are corrupted gives the very same weights."""
-        from runner.job.bundle import read_bundle
+        from runner.train.bundle import read_bundle
 
         data = write_batch_input(
             tmp_path / "data", simulated.reconstruct_input.product, corrupted(simulated.counts)
@@ -307,7 +307,7 @@ class TestReconstruct:
         log says how much of the probe's power the others held."""
         import dataclasses
 
-        from runner.interop.reconstructor import scan_from_input
+        from ptycho_spec.commands.ptychodus_library import scan_from_input
 
         given = simulated.reconstruct_input
         probes = given.product.probes
@@ -331,8 +331,8 @@ class TestReconstruct:
         """ptychodus's own pairing of the batch files gives the positions we read from them."""
         from ptychodus.api.io import load_diffraction_data, load_product
 
+        from ptycho_spec.commands.ptychodus_library import scan_from_input
         from runner.interop.ptychodus_product import read_scan
-        from runner.interop.reconstructor import scan_from_input
 
         folder = simulated.data_dir
         theirs = prepare_reconstruct_input(
@@ -410,7 +410,7 @@ class TestBatchMode:
                 [
                     sys.executable,
                     "-m",
-                    "runner.interop.launch",
+                    "ptycho_spec.commands.ptychodus_launch",
                     "-b",
                     action,
                     "-i",

@@ -17,13 +17,13 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Model, Training
 from ptycho_spec.vocabulary import logged_metrics
-from runner.job import effective
-from runner.job.execute import configure_process
-from runner.job.module import PtychoModule
-from runner.job.resume import ResumeCheckpoint
-from runner.job.sampling import EpochSampler, GroupBatches, make_loader
-from runner.job.trainer import build_trainer, check_monitor
 from runner.physics.scaling import ScalingConstants
+from runner.run.execute import configure_process
+from runner.train import effective
+from runner.train.module import PtychoModule
+from runner.train.resume import ResumeCheckpoint
+from runner.train.sampling import EpochSampler, GroupBatches, make_loader
+from runner.train.trainer import build_trainer, check_monitor
 
 BASE = Execution(
     accelerator="cpu",

@@ -18,7 +18,7 @@ from ptycho_spec.lock import Lock
 from ptycho_spec.schema import Canonical
 from runner.data.npz import write_npz
 from runner.data.scan import Scan
-from runner.job.prepare import load_scans
+from runner.run.prepare import load_scans
 
 
 def export_npz(lock: Lock, path: Path, *, which: str) -> Scan:

@@ -37,8 +37,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ptycho_spec.errors import UsageError
-from runner.job import rundir
-from runner.job.sampling import ResumableLoader
+from runner import rundir
+from runner.train.sampling import ResumableLoader
 
 LAST = "last.ckpt"
 RESUME_KEY: Final = "ptycho_spec_resume"  # checkpoint entry holding this callback's state

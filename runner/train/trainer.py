@@ -15,9 +15,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Training
-from runner.job.checkpoints import AtomicCheckpointIO
-from runner.job.resume import LAST, ResumeCheckpoint
-from runner.job.rundir import CHECKPOINT_DIR
+from runner.rundir import CHECKPOINT_DIR
+from runner.train.checkpoints import AtomicCheckpointIO
+from runner.train.resume import LAST, ResumeCheckpoint
 
 LOG_DIR = "logs"
 

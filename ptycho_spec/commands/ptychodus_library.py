@@ -55,9 +55,9 @@ from ptycho_spec.lock import Lock, loads_lock
 from ptycho_spec.schema import ACCELERATOR_ALIASES, Canonical, Execution
 from runner.data.npz import write_npz
 from runner.data.scan import Scan
-from runner.job.bundle import Bundle, read_bundle
-from runner.job.execute import execute, net_from_bundle
-from runner.job.infer import inference_groups, network_input, predict_patches, stitch_groups
+from runner.infer.reconstruct import inference_groups, network_input, predict_patches, stitch_groups
+from runner.run.execute import execute, net_from_bundle
+from runner.train.bundle import Bundle, read_bundle
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from runner.data.grouping import Groups, group_scan
 from runner.data.npz import read_npz
 from runner.data.scan import Scan
 from runner.data.simulate import simulate_scans
-from runner.job.sampling import GroupBatches
 from runner.physics.probe import probe_mask
 from runner.physics.scaling import ScalingConstants
 from runner.physics.shift import crop_patches
+from runner.train.sampling import GroupBatches
 
 
 @frozen(kw_only=True)

@@ -24,7 +24,7 @@ import ptychodus.model.core as core
 from ptychodus.api.reconstruct import ReconstructorLibrary
 from ptychodus.api.settings import SettingsRegistry
 
-from runner.interop.reconstructor import PtychoSpecReconstructorLibrary
+from ptycho_spec.commands.ptychodus_library import PtychoSpecReconstructorLibrary
 
 _ORIGINAL = core.ProcessingCore
 

@@ -17,12 +17,12 @@ from ptycho_spec import atomic
 from ptycho_spec.lock import Lock, dumps_lock
 from ptycho_spec.schema import Canonical, Execution
 from ptycho_spec.vocabulary import logged_metrics
-from runner.job import effective
-from runner.job.bundle import Bundle
-from runner.job.module import PtychoModule
-from runner.job.prepare import TrainingSet, group_datasets
-from runner.job.sampling import EpochSampler, make_loader
-from runner.job.trainer import build_trainer, check_monitor
+from runner.run.prepare import TrainingSet, group_datasets
+from runner.train import effective
+from runner.train.bundle import Bundle
+from runner.train.module import PtychoModule
+from runner.train.sampling import EpochSampler, make_loader
+from runner.train.trainer import build_trainer, check_monitor
 
 
 class GroupsDataModule(pl.LightningDataModule):

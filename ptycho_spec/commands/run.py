@@ -38,7 +38,7 @@ def _verified(lock: Lock, args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.job.execute import execute
+    from runner.run.execute import execute
 
     lock, records = _lock_for(args)
     for warning in lock.warnings:
@@ -68,8 +68,8 @@ def export_npz(args: argparse.Namespace) -> int:
 
 def resume(args: argparse.Namespace) -> int:
     """Continue the interrupted run in ``args.run_dir`` under its own lock, verified first."""
-    from runner.job.execute import execute
-    from runner.job.resume import resume_checkpoint
+    from runner.run.execute import execute
+    from runner.train.resume import resume_checkpoint
 
     out_dir = Path(args.run_dir)
     lock_file = out_dir / "run.lock.toml"

@@ -31,7 +31,7 @@ from ptycho_spec.errors import DataError, LockError
 from ptycho_spec.facts import ZIP_ERRORS
 from ptycho_spec.lock import loads_lock
 from ptycho_spec.toml_lines import parse_toml
-from runner.job.checkpoints import load_untrusted
+from runner.train.checkpoints import load_untrusted
 
 FORMAT = "ptycho-spec-bundle"
 FORMAT_VERSION = 1
