@@ -40,6 +40,7 @@ from ptycho_spec.vocabulary import (
     SCHEDULER_PARAMS,
     auto_weight,
     has_validation,
+    split_counts,
 )
 
 DEFAULT_TRAIN_GROUPS: Final = 512
@@ -86,12 +87,6 @@ def derive_seed(seed: int, purpose: str) -> int:
     """A 31-bit seed for one purpose, stable across platforms and Python versions."""
     digest = hashlib.sha256(f"ptycho-spec:{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def split_counts(n_patterns: int, fraction: float) -> tuple[int, int]:
-    """(train, test) pattern counts when one file is split by ``data.test_fraction``."""
-    n_test = min(max(round(n_patterns * fraction), 1), n_patterns - 1)
-    return n_patterns - n_test, n_test
 
 
 def raster_count(object_size: int, n: int, step: int, n_objects: int) -> int:

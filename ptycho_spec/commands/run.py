@@ -1,5 +1,9 @@
-"""Handlers of the runner's subcommands; ``ptycho_spec.cli`` imports this module only when one
-of them runs, so the compiler's commands never load torch."""
+"""``run``, ``resume`` and ``export-npz``: parsed arguments → a lock (a spec compiled now, or a
+lock verified against its data files and this machine's environment) → the runner.
+
+The command layer (``ptycho_spec.commands``): ``ptycho_spec.cli`` imports this module only when
+one of these commands runs, so the compiler's commands never load torch.
+"""
 
 from __future__ import annotations
 

@@ -32,8 +32,9 @@ from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
 from runner.refine.stage import refine_reconstruction
 from runner.run import outputs
-from runner.run.prepare import Scans, load_scans, training_set
+from runner.run.prepare import Scans, load_scans
 from runner.train.bundle import Bundle, read_bundle, write_bundle
+from runner.train.datamodule import training_set
 from runner.train.fit import train
 
 COLLAPSE_WARNING = (
