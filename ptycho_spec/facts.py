@@ -128,7 +128,7 @@ def _read_simulate_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
 def _read_ptychodus_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
     """Facts of a ptychodus product and its diffraction file: the probe side, the patterns
     paired to positions, and the photons per pattern over good pixels."""
-    from ptycho_spec import ptychodus_files as pf  # h5py: only when ptychodus data are named
+    from ptycho_spec.formats import ptychodus as pf  # h5py: only when ptychodus data are named
 
     product = pf.read_product(paths["product"])
     diffraction = pf.read_diffraction(paths["diffraction"])

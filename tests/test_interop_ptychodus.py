@@ -31,10 +31,10 @@ from ptychodus.api.settings import SettingsRegistry  # noqa: E402
 from ptychodus.plugins.h5_product_file import H5ProductFileIO  # noqa: E402
 from ptychodus_data import CENTER_M, PIXEL_M, counts_of, simulated_files, to_metres, write_spec  # noqa: E402
 
-from ptycho_spec import ptychodus_files as pf  # noqa: E402
 from ptycho_spec.cli import main as cli_main  # noqa: E402
 from ptycho_spec.compile import compile_spec  # noqa: E402
 from ptycho_spec.errors import DataError, RunError, UsageError  # noqa: E402
+from ptycho_spec.formats import ptychodus as pf  # noqa: E402
 
 pytestmark = [pytest.mark.ptychodus, pytest.mark.slow]
 

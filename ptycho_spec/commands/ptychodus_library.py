@@ -48,10 +48,10 @@ from ptychodus.api.reconstruct import (
 from ptychodus.api.settings import SettingsRegistry
 
 from ptycho_spec import atomic
-from ptycho_spec import ptychodus_files as pf
 from ptycho_spec.bases import base_spec
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, RunError, UsageError
+from ptycho_spec.formats import ptychodus as pf
 from ptycho_spec.lock import Lock, loads_lock
 from ptycho_spec.schema import ACCELERATOR_ALIASES, Canonical, Execution
 from runner.data.npz import write_npz

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from ptycho_spec import atomic
-from ptycho_spec import ptychodus_files as pf
+from ptycho_spec.formats import ptychodus as pf
 from runner.data.scan import Scan
 
 PRODUCT_OUTPUT = "reconstruction.h5"
