@@ -101,10 +101,17 @@ def absolute_paths(spec: Spec, merged: Merged, cwd: str) -> Spec:
     """The spec with every file setting made absolute (``{name}`` is left for resolution)."""
     for path in PATH_FIELDS:
         value = value_at(spec, path)
-        if isinstance(value, str) and not (path[-1] == "probe" and value == "disk"):
-            absolute = os.path.normpath(os.path.join(folder_of(merged, path, cwd), value))
-            spec = evolve_in(spec, path, absolute)
+        if isinstance(value, str):
+            spec = evolve_in(spec, path, absolute_path(path, value, folder_of(merged, path, cwd)))
     return spec
+
+
+def absolute_path(path: KeyPath, value: str, folder: str) -> str:
+    """The file setting ``path = value`` made absolute against ``folder``; the simulated
+    probe ``"disk"`` names no file and stays."""
+    if path[-1] == "probe" and value == "disk":
+        return value
+    return os.path.normpath(os.path.join(folder, value))
 
 
 def folder_of(merged: Merged, path: KeyPath, cwd: str) -> str:
