@@ -508,7 +508,7 @@ def run_siemens_spec(folder: Path, args: argparse.Namespace):
 
 def stitch_canvas(x_px: np.ndarray, y_px: np.ndarray, n: int) -> tuple[int, int]:
     """The stitcher's frame when the data sets none: reaching every patch's far edge
-    (``runner.reconstruct.stitch.stitch``)."""
+    (``runner.infer.stitch.stitch``)."""
     return int(np.ceil(np.max(y_px) + n / 2)) + 1, int(np.ceil(np.max(x_px) + n / 2)) + 1
 
 

@@ -6,9 +6,10 @@ each; a mistake in a spec never shows a traceback.
 
 Each subcommand is one :class:`Command`: a name, a help line, a function adding its
 arguments and a handler returning the exit code. To add one, write the two functions and add
-an entry to :data:`COMMANDS`. ``run`` (and ``verify``, ``resume``, ``export-npz``) belong to
-the runner; the commands here import neither torch nor lightning. Handlers import what they
-use when they run, so that ``--help`` and ``validate`` load no more than they need.
+an entry to :data:`COMMANDS`. ``run``, ``resume`` and ``export-npz`` run something: their
+handlers are in ``ptycho_spec.commands.run``, imported only when one of them runs, and the
+other commands import neither torch nor lightning. Handlers import what they use when they
+run, so that ``--help`` and ``validate`` load no more than they need.
 """
 
 from __future__ import annotations

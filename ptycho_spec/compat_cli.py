@@ -5,10 +5,10 @@ packaged base spec (``ptycho_spec/bases/ptycho_{train,inference}.toml``, or the 
 for ``ptycho_train``), which ``ptycho-spec run`` then compiles, locks and executes; exit codes are
 ``ptycho-spec``'s. ``--print-spec`` prints the equivalent spec instead, to migrate a script.
 
-PtychoPINN's known command-line defects are not reproduced (``ptychopinn-config-lessons.md``
-§5): no flag is ignored (a flag without a spec equivalent is refused, naming why), ``--device``
-never overrides ``--accelerator`` (they must agree), every boolean flag has a ``--no-`` form, and
-flags left out take the spec defaults (``specs/spec-v1.md``), the same for every entry point.
+PtychoPINN's known command-line defects are not reproduced: no flag is ignored (a flag without
+a spec equivalent is refused, naming why), ``--device`` never overrides ``--accelerator`` (they
+must agree), every boolean flag has a ``--no-`` form, and flags left out take the spec defaults
+(``specs/spec-v1.md``), the same for every entry point.
 Deprecated flags (``--n_images``, ``--device``, ``--disable_mlflow``) warn, naming the key that
 replaces them.
 """

@@ -88,7 +88,7 @@ TRAINER_CASES: dict[str, tuple[dict[str, Any], Callable[[Any], Any], Any]] = {
     "checkpoint_save_top_k": ({"checkpoint_save_top_k": -1}, _ckpt("save_top_k"), -1),
     "checkpoint_monitor": ({"checkpoint_monitor": "train_loss"}, _ckpt("monitor"), "train_loss"),
     "checkpoint_mode": ({"checkpoint_mode": "max"}, _ckpt("mode"), "max"),
-    # last.ckpt is the resume point, written by ResumeCheckpoint (runner/job/resume.py).
+    # last.ckpt is the resume point, written by ResumeCheckpoint (runner/train/resume.py).
     "checkpoint_save_last": ({"checkpoint_save_last": False}, _callback(ResumeCheckpoint), None),
     "checkpoint_every_n_steps": ({"checkpoint_every_n_steps": 7}, _ckpt("_every_n_train_steps"), 7),
     "early_stop_patience": (

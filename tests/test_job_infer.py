@@ -1,4 +1,4 @@
-"""Reconstruction in the runner (``runner/job/infer.py``): ``inference.stitch`` as applied to
+"""Reconstruction in the runner (``runner/infer/reconstruct.py``): ``inference.stitch`` as applied to
 a model's patches, and the flat-object check after training."""
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def load_model(path: Path) -> LoadedModel:
 def scan_from_input(parameters: ReconstructInput, *, labels: bool) -> Scan:
     """The input's patterns and positions as a ``Scan`` in the product object's pixel frame.
 
-    Checks what ``ptycho_spec.ptychodus_files`` checks of files (far field, one object layer,
+    Checks what ``ptycho_spec.formats.ptychodus`` checks of files (far field, one object layer,
     probe and object on one pixel grid, patterns the probe's size); ``labels`` carries the
     product's object as ``Scan.object`` (supervised training only: it is no ground truth).
     """

@@ -1,4 +1,4 @@
-"""The PtychoPINN NPZ data contract (PtychoPINN ``docs/data_contracts.md``), written once.
+"""The PtychoPINN NPZ data contract (PtychoPINN ``specs/data_contracts.md``), written once.
 
 Keys: ``diff3d`` (or ``diffraction``) ``(M, N, N)``, or the legacy ``(N, N, M)`` that readers
 transpose; ``xcoords``, ``ycoords`` ``(M,)`` object pixels; ``probeGuess`` ``(N, N)`` (also

@@ -9,7 +9,7 @@ residual the stitch averages away,
 
 where s_p(x, i) is the stitch's bilinear splat of patch pixel i onto object pixel x, w the
 stitch's pixel weight, u_q(x) = Σ_i s_q(x, i)·w(i)·O_q(i) and W(x) = Σ_q Σ_i s_q(x, i)·w(i)
-(``runner/reconstruct/stitch.py``). Expanded, E = gᴴ(D − B)g with D_pp = Σ_i w(i)|O_p(i)|² and
+(``runner/infer/stitch.py``). Expanded, E = gᴴ(D − B)g with D_pp = Σ_i w(i)|O_p(i)|² and
 B_pq = Σ_x conj(u_p)·u_q / W over the two patches' overlap: the sum over overlapping pairs of
 |g_p·O_p − g_q·O_q|² with pixel weight w_p·w_q / 2W. The minimum of E / gᴴDg is the top
 eigenvector of the normalized operator M = D^-½·B·D^-½ (eigenvalues in [0, 1], 1 when the

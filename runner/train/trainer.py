@@ -1,6 +1,6 @@
 """The Lightning ``Trainer``, its callbacks and its logger, built from ``[execution]`` alone.
 
-Every execution field reaches exactly one consumer here or in ``datamodule.loader_kwargs``;
+Every execution field reaches exactly one consumer here or in ``sampling.loader_kwargs``;
 ``tests/test_job_execution.py`` enumerates the fields and checks each one arrives.
 """
 
