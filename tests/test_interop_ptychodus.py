@@ -190,7 +190,7 @@ class TestLibrary:
         import ptychodus.model.core as core
         from ptychodus.model import ModelCore
 
-        from runner.interop import launch
+        from ptycho_spec.commands import ptychodus_launch as launch
 
         monkeypatch.setattr(core, "ProcessingCore", core.ProcessingCore)  # undone after the test
         launch.install()
