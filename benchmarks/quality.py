@@ -330,7 +330,7 @@ def save_montage(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from runner.job.outputs import display_images
+    from runner.run.outputs import display_images
 
     rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
@@ -493,7 +493,7 @@ def run_siemens_spec(folder: Path, args: argparse.Namespace):
 
 def stitch_canvas(x_px: np.ndarray, y_px: np.ndarray, n: int) -> tuple[int, int]:
     """The stitcher's frame when the data sets none: reaching every patch's far edge
-    (``runner.reconstruct.stitch.stitch``)."""
+    (``runner.infer.stitch.stitch``)."""
     return int(np.ceil(np.max(y_px) + n / 2)) + 1, int(np.ceil(np.max(x_px) + n / 2)) + 1
 
 
@@ -525,7 +525,9 @@ def walls(row: dict) -> dict[str, str]:
     refine = timing.get("refine_time_s")
     return {
         "PINN": f"{total if refine is None else total - refine:.0f}",
-        "PINN + refine": f"{total:.0f} (refine {refine:.1f})" if refine is not None else "(same run)",
+        "PINN + refine": f"{total:.0f} (refine {refine:.1f})"
+        if refine is not None
+        else "(same run)",
         "pty-chi": ptychi,
     }
 

@@ -1,6 +1,6 @@
 """Reconstruction quality on the standard "lines" recipe, measured through ``ptycho-spec run``.
 
-The recipe of PtychoPINN's quality gate (../shared/reference/performance-and-peers.md §5):
+The recipe of PtychoPINN's quality gate:
 N = 128, one 392 px lines object scanned at 4 px (67² = 4,489 training patterns), 1e9 photons
 per pattern, an independent test object, and the LCLS Run1084 probe zero-padded from 64 to 128
 px and smoothed (σ = 0.5 px). The reference gate after 5 epochs: amplitude SSIM ≥ 0.485,

@@ -6,9 +6,10 @@ each; a mistake in a spec never shows a traceback.
 
 Each subcommand is one :class:`Command`: a name, a help line, a function adding its
 arguments and a handler returning the exit code. To add one, write the two functions and add
-an entry to :data:`COMMANDS`. ``run`` (and ``verify``, ``resume``, ``export-npz``) belong to
-the runner; the commands here import neither torch nor lightning. Handlers import what they
-use when they run, so that ``--help`` and ``validate`` load no more than they need.
+an entry to :data:`COMMANDS`. ``run``, ``resume`` and ``export-npz`` run something: their
+handlers are in ``ptycho_spec.commands.run``, imported only when one of them runs, and the
+other commands import neither torch nor lightning. Handlers import what they use when they
+run, so that ``--help`` and ``validate`` load no more than they need.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from runner.job.commands import run
+    from ptycho_spec.commands.run import run
 
     return run(args)
 
@@ -299,7 +300,7 @@ def _resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from runner.job.commands import resume
+    from ptycho_spec.commands.run import resume
 
     return resume(args)
 
@@ -318,7 +319,7 @@ def _export_npz_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export_npz(args: argparse.Namespace) -> int:
-    from runner.job.commands import export_npz
+    from ptycho_spec.commands.run import export_npz
 
     return export_npz(args)
 

@@ -5,10 +5,10 @@ packaged base spec (``ptycho_spec/bases/ptycho_{train,inference}.toml``, or the 
 for ``ptycho_train``), which ``ptycho-spec run`` then compiles, locks and executes; exit codes are
 ``ptycho-spec``'s. ``--print-spec`` prints the equivalent spec instead, to migrate a script.
 
-PtychoPINN's known command-line defects are not reproduced (``ptychopinn-config-lessons.md``
-§5): no flag is ignored (a flag without a spec equivalent is refused, naming why), ``--device``
-never overrides ``--accelerator`` (they must agree), every boolean flag has a ``--no-`` form, and
-flags left out take the spec defaults (``specs/spec-v1.md``), the same for every entry point.
+PtychoPINN's known command-line defects are not reproduced: no flag is ignored (a flag without
+a spec equivalent is refused, naming why), ``--device`` never overrides ``--accelerator`` (they
+must agree), every boolean flag has a ``--no-`` form, and flags left out take the spec defaults
+(``specs/spec-v1.md``), the same for every entry point.
 Deprecated flags (``--n_images``, ``--device``, ``--disable_mlflow``) warn, naming the key that
 replaces them.
 """
@@ -360,7 +360,7 @@ def equivalent_spec(target: str, sets: Sequence[str]) -> str:
     """The spec that ``target`` with ``sets`` amounts to: its settings (paths made absolute),
     the overrides folded in, as TOML."""
     from ptycho_spec.load import read_spec, set_layer
-    from ptycho_spec.resolve import PATH_FIELDS
+    from ptycho_spec.resolve import PATH_FIELDS, absolute_path
     from ptycho_spec.tree import deep_copy, get_in, iter_leaves, set_in
 
     layer = read_spec(target)
@@ -368,8 +368,8 @@ def equivalent_spec(target: str, sets: Sequence[str]) -> str:
     folder = os.path.dirname(os.path.abspath(target))
     for path in PATH_FIELDS:
         value = get_in(tree, path)
-        if isinstance(value, str) and value != "disk":
-            set_in(tree, path, os.path.normpath(os.path.join(folder, value)))
+        if isinstance(value, str):
+            set_in(tree, path, absolute_path(path, value, folder))
     overrides = set_layer(sets)
     for path, value in iter_leaves(overrides.tree if overrides else {}):
         set_in(tree, path, value)

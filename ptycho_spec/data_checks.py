@@ -1,8 +1,8 @@
 """What well-formed data must also mean before a run does any work: an illuminating probe,
 measured patterns, and positions a stitching canvas can hold.
 
-The compiler calls these on the data headers' arrays (``facts.py``, ``ptychodus_files.py``) and
-the runner on what it loads (``runner/data/npz.py``, ``runner/job/prepare.py``), so data that
+The compiler calls these on the data headers' arrays (``facts.py``, ``formats/ptychodus.py``) and
+the runner on what it loads (``runner/data/npz.py``, ``runner/run/prepare.py``), so data that
 changed after compilation are refused as early. Each failure is a ``DataError`` (exit 4)
 naming the file and the key. numpy only.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from ptycho_spec.errors import DataError
 
-# The stitching canvas (``runner/reconstruct/stitch.py``) takes, per pixel, the complex64
+# The stitching canvas (``runner/infer/stitch.py``) takes, per pixel, the complex64
 # object (8 B) and float64 weight (8 B) it returns plus its float64 running sums: real,
 # imaginary and weight, once in total and once per bilinear splat (48 B).
 CANVAS_BYTES_PER_PIXEL: Final = 64

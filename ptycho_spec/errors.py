@@ -50,7 +50,9 @@ class SpecIssue:
             loc = self.origin.detail
         else:
             loc = "<spec>"
-        return f"{loc}: {self.path}: {self.message}" if self.path else f"{loc}: {self.message}"
+        text = f"{loc}: {self.path}: {self.message}" if self.path else f"{loc}: {self.message}"
+        # one line per issue, whatever a file name or value holds
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class PtychoSpecError(Exception):

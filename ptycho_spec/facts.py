@@ -16,15 +16,11 @@ import glob
 import hashlib
 import importlib.metadata
 import importlib.util
-import math
 import os
 import platform
 import re
 import subprocess
 import sys
-import tokenize
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -32,23 +28,13 @@ from typing import Any, Final
 import attrs
 from attrs import frozen
 
-from ptycho_spec.errors import DataError, LockError
-from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock, loads_lock
+from ptycho_spec.errors import DataError
+from ptycho_spec.formats import bundle as bundle_format
+from ptycho_spec.formats import npz as contract
+from ptycho_spec.formats.npz import npz_arrays
+from ptycho_spec.lock import ArrayInfo, DataInput, Environment, Lock
 from ptycho_spec.rules import OPTIONAL_LOGGERS
 
-DIFFRACTION_KEYS: Final = ("diff3d", "diffraction")
-# What reading a damaged or foreign zip (an NPZ, a bundle) raises besides BadZipFile: cut or
-# corrupted streams, compression methods and encryption that zipfile cannot read.
-ZIP_ERRORS: Final = (
-    zipfile.BadZipFile,
-    OSError,
-    EOFError,
-    zlib.error,
-    NotImplementedError,
-    RuntimeError,
-)
-BUNDLE_LOCK: Final = "lock.toml"
-MAX_BUNDLE_LOCK_BYTES: Final = 4 * 1024 * 1024  # a lock is a few kB; refuse zip bombs
 _CHUNK: Final = 1 << 20
 
 
@@ -128,7 +114,7 @@ def _read_simulate_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
 def _read_ptychodus_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
     """Facts of a ptychodus product and its diffraction file: the probe side, the patterns
     paired to positions, and the photons per pattern over good pixels."""
-    from ptycho_spec import ptychodus_files as pf  # h5py: only when ptychodus data are named
+    from ptycho_spec.formats import ptychodus as pf  # h5py: only when ptychodus data are named
 
     product = pf.read_product(paths["product"])
     diffraction = pf.read_diffraction(paths["diffraction"])
@@ -175,18 +161,17 @@ _READERS: Final[Mapping[str, Callable[[Mapping[str, str]], tuple[DataFile, ...]]
 
 
 def read_scan_npz(path: str, role: str) -> DataFile:
-    """Facts of a diffraction NPZ in the PtychoPINN data contract, its values checked
-    (``data_checks``: an illuminating probe, measured patterns, positions a canvas holds)."""
+    """Facts of a diffraction NPZ in the PtychoPINN data contract (``formats.npz``), its values
+    checked (``data_checks``: an illuminating probe, measured patterns, positions a canvas
+    holds)."""
     from ptycho_spec.data_checks import check_positions, check_probe  # numpy: on first use
 
     arrays = npz_arrays(path)
-    dkey = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
-    if dkey is None:
-        msg = "no diffraction array (diff3d or diffraction)"
-        raise DataError(msg, path=path, key="diff3d")
+    dkey = contract.diffraction_key(list(arrays), path=path)
     side = _probe_side(path, arrays)
-    n_patterns = _check_diffraction_shape(path, dkey, arrays[dkey], side)
-    for key in ("xcoords", "ycoords"):
+    contract.check_kind(arrays[dkey].dtype, path=path, key=dkey)
+    n_patterns, _legacy = contract.pattern_layout(arrays[dkey].shape, side, path=path, key=dkey)
+    for key in contract.COORDINATES:
         _check_coords(path, key, arrays, n_patterns)
     with _open_npz(path) as npz:
         scan = _scan_facts(path, npz, dkey, n_patterns, has_object="objectGuess" in arrays)
@@ -213,54 +198,11 @@ def _data_input(path: str, role: str, arrays: Mapping[str, ArrayInfo]) -> DataIn
     )
 
 
-def npz_arrays(path: str) -> dict[str, ArrayInfo]:
-    """Key → shape and dtype of every array, read from the ``.npy`` headers only."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return {_member_key(i.filename): npy_header(archive, i) for i in archive.infolist()}
-    except FileNotFoundError:
-        msg = "no such file"
-        raise DataError(msg, path=path) from None
-    # TokenError: numpy tokenizes the header of a version 1/2 ``.npy`` member.
-    except (*ZIP_ERRORS, ValueError, tokenize.TokenError) as exc:
-        msg = f"not a readable NPZ archive ({exc})"
-        raise DataError(msg, path=path) from None
-
-
 def _numpy() -> Any:
     """numpy, imported on first use: ``validate`` imports this module but reads no data."""
     import numpy
 
     return numpy
-
-
-def _member_key(name: str) -> str:
-    return name[:-4] if name.endswith(".npy") else name
-
-
-def npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayInfo:
-    """Shape and dtype of one ``.npy`` member, read from its header; ``ValueError`` for object
-    arrays and for headers declaring more data than the member holds."""
-    np = _numpy()
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        reader = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _fortran, dtype = reader(member)
-    key = _member_key(info.filename)
-    if dtype.hasobject:
-        msg = f"{key}: object arrays are not allowed (they need pickle)"
-        raise ValueError(msg)
-    # numpy allocates what the header declares before reading: a small hostile file could
-    # otherwise ask for terabytes.
-    declared = math.prod(shape) * dtype.itemsize
-    if declared > info.file_size:
-        msg = f"{key}: its header declares {declared} bytes but the member holds {info.file_size}"
-        raise ValueError(msg)
-    return ArrayInfo(shape=tuple(int(n) for n in shape), dtype=str(dtype))
 
 
 def _open_npz(path: str) -> Any:
@@ -269,40 +211,12 @@ def _open_npz(path: str) -> Any:
 
 
 def _probe_side(path: str, arrays: Mapping[str, ArrayInfo]) -> int:
-    """Side of a square ``probeGuess``: ``(N, N)``, ``(N, N, 1)`` or ``(1, N, N)``."""
-    info = arrays.get("probeGuess")
+    info = arrays.get(contract.PROBE)
     if info is None:
         msg = "no probeGuess array"
-        raise DataError(msg, path=path, key="probeGuess")
-    _check_kind(path, "probeGuess", info, "iufc")
-    shape = tuple(info.shape)
-    if len(shape) == 3 and 1 in (shape[0], shape[2]):
-        shape = shape[1:] if shape[0] == 1 else shape[:2]
-    if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
-        msg = f"probeGuess must be square (N, N), got shape {info.shape}"
-        raise DataError(msg, path=path, key="probeGuess")
-    return shape[0]
-
-
-def _check_diffraction_shape(path: str, key: str, info: ArrayInfo, side: int) -> int:
-    """Diffraction must be ``(M, N, N)``, or the legacy ``(N, N, M)`` the reader transposes
-    (``runner/data/npz.py``), with N the probe side; returns M."""
-    _check_kind(path, key, info, "iuf")
-    shape = tuple(info.shape)
-    if len(shape) != 3 or min(shape) < 1:
-        msg = f"must have shape (M, N, N), got {shape}"
-        raise DataError(msg, path=path, key=key)
-    standard, legacy = shape[1:] == (side, side), shape[:2] == (side, side)
-    if standard and legacy:
-        msg = f"layout {shape} is ambiguous: M = N = {side} fits (M, N, N) and the legacy (N, N, M)"
-        raise DataError(msg, path=path, key=key)
-    if standard or legacy:
-        return shape[0] if standard else shape[2]
-    if shape[1] == shape[2]:
-        msg = f"patterns are {shape[1]}×{shape[2]} but probeGuess is {side}×{side}"
-    else:
-        msg = f"must have shape (M, N, N), got {shape}"
-    raise DataError(msg, path=path, key=key)
+        raise DataError(msg, path=path, key=contract.PROBE)
+    contract.check_kind(info.dtype, path=path, key=contract.PROBE)
+    return contract.probe_side(info.shape, path=path)
 
 
 def _check_coords(path: str, key: str, arrays: Mapping[str, ArrayInfo], n_patterns: int) -> None:
@@ -310,30 +224,8 @@ def _check_coords(path: str, key: str, arrays: Mapping[str, ArrayInfo], n_patter
     if info is None:
         msg = "missing scan coordinates"
         raise DataError(msg, path=path, key=key)
-    if info.shape != (n_patterns,):
-        msg = f"must have shape ({n_patterns},), got {info.shape}"
-        raise DataError(msg, path=path, key=key)
-    _check_kind(path, key, info, "iuf")
-
-
-def _check_kind(path: str, key: str, info: ArrayInfo, kinds: str) -> None:
-    """Numbers of the kinds the contract allows: strings, dates or records fail the checks
-    that follow (finiteness, signs) with numpy's TypeError instead of a diagnostic."""
-    try:
-        kind = _numpy().dtype(info.dtype).kind
-    except TypeError:
-        kind = "V"  # a structured dtype does not round-trip through its name
-    if kind not in kinds:
-        msg = f"has dtype {info.dtype}, expected numbers of kinds {kinds!r}"
-        raise DataError(msg, path=path, key=key)
-
-
-def check_finite(path: str, key: str, values: Any) -> None:
-    """A ``DataError`` naming file and key when ``values`` hold NaN or inf."""
-    np = _numpy()
-    if not np.isfinite(values).all():
-        msg = "holds non-finite values (NaN or inf)"
-        raise DataError(msg, path=path, key=key)
+    contract.check_coordinates(info.shape, n_patterns, path=path, key=key)
+    contract.check_kind(info.dtype, path=path, key=key)
 
 
 def _scan_facts(path: str, npz: Any, dkey: str, n_patterns: int, *, has_object: bool) -> ScanFacts:
@@ -343,14 +235,11 @@ def _scan_facts(path: str, npz: Any, dkey: str, n_patterns: int, *, has_object: 
     data = npz[dkey]
     if data.shape[0] != n_patterns:  # the legacy (N, N, M) layout
         data = np.moveaxis(data, -1, 0)
-    check_finite(path, dkey, data)
-    if (data < 0).any():
-        msg = "holds negative values"
-        raise DataError(msg, path=path, key=dkey)
+    contract.check_measured(data, path=path, key=dkey)
     over = " on the pixels valid_mask keeps" if "valid_mask" in npz.files else ""
     check_patterns(_good_pixels(npz, data), path=path, key=dkey, over=over)
-    for key in ("xcoords", "ycoords"):
-        check_finite(path, key, npz[key])
+    for key in contract.COORDINATES:
+        contract.check_finite(npz[key], path=path, key=key)
     counts = _is_counts(np, data)
     mean_counts = float(data.sum(axis=(1, 2), dtype=np.float64).mean()) if counts else None
     return ScanFacts(
@@ -410,40 +299,11 @@ def file_digest(path: str) -> tuple[str, int]:
 
 
 def read_bundle(path: str) -> tuple[Lock, DataFile]:
-    """The lock a bundle was trained from (its ``lock.toml`` member), read with ``zipfile``."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = _bundle_member(path, archive)
-            text = archive.read(info).decode("utf-8")
-    except FileNotFoundError:
-        msg = "no such file"
-        raise DataError(msg, path=path) from None
-    except (*ZIP_ERRORS, UnicodeDecodeError) as exc:
-        msg = f"not a model bundle ({exc})"
-        raise DataError(msg, path=path) from None
-    try:
-        lock = loads_lock(text, source=f"{path}[{BUNDLE_LOCK}]")
-    except LockError as exc:
-        msg = f"its lock is invalid: {exc}"
-        raise DataError(msg, path=path, key=BUNDLE_LOCK) from None
+    """The lock a bundle was trained from, the bundle checked exactly as the runner checks it
+    (``formats.bundle``: members, sizes, manifest, sha256 of every member, the lock)."""
+    lock = bundle_format.read_bundle_file(path).lock
     sha, size = file_digest(path)
     return lock, DataFile(input=DataInput(role="bundle", path=path, sha256=sha, size=size))
-
-
-def _bundle_member(path: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
-    for info in archive.infolist():
-        name = info.filename
-        if name.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", name):
-            msg = f"unsafe member name {name!r}"
-            raise DataError(msg, path=path)
-    info = next((i for i in archive.infolist() if i.filename == BUNDLE_LOCK), None)
-    if info is None:
-        msg = "not a model bundle: no lock.toml member"
-        raise DataError(msg, path=path, key=BUNDLE_LOCK)
-    if info.file_size > MAX_BUNDLE_LOCK_BYTES:
-        msg = f"{BUNDLE_LOCK} is {info.file_size} bytes; a lock is far smaller"
-        raise DataError(msg, path=path)
-    return info
 
 
 # --- the host ---------------------------------------------------------------------------------

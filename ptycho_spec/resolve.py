@@ -40,6 +40,7 @@ from ptycho_spec.vocabulary import (
     SCHEDULER_PARAMS,
     auto_weight,
     has_validation,
+    split_counts,
 )
 
 DEFAULT_TRAIN_GROUPS: Final = 512
@@ -88,12 +89,6 @@ def derive_seed(seed: int, purpose: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def split_counts(n_patterns: int, fraction: float) -> tuple[int, int]:
-    """(train, test) pattern counts when one file is split by ``data.test_fraction``."""
-    n_test = min(max(round(n_patterns * fraction), 1), n_patterns - 1)
-    return n_patterns - n_test, n_test
-
-
 def raster_count(object_size: int, n: int, step: int, n_objects: int) -> int:
     """Patterns of a simulated raster scan: (⌊(size − N)/step⌋ + 1)² per object."""
     return ((object_size - n) // step + 1) ** 2 * n_objects if object_size >= n else 0
@@ -106,10 +101,17 @@ def absolute_paths(spec: Spec, merged: Merged, cwd: str) -> Spec:
     """The spec with every file setting made absolute (``{name}`` is left for resolution)."""
     for path in PATH_FIELDS:
         value = value_at(spec, path)
-        if isinstance(value, str) and not (path[-1] == "probe" and value == "disk"):
-            absolute = os.path.normpath(os.path.join(folder_of(merged, path, cwd), value))
-            spec = evolve_in(spec, path, absolute)
+        if isinstance(value, str):
+            spec = evolve_in(spec, path, absolute_path(path, value, folder_of(merged, path, cwd)))
     return spec
+
+
+def absolute_path(path: KeyPath, value: str, folder: str) -> str:
+    """The file setting ``path = value`` made absolute against ``folder``; the simulated
+    probe ``"disk"`` names no file and stays."""
+    if path[-1] == "probe" and value == "disk":
+        return value
+    return os.path.normpath(os.path.join(folder, value))
 
 
 def folder_of(merged: Merged, path: KeyPath, cwd: str) -> str:

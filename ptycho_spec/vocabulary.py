@@ -1,10 +1,10 @@
 """Names the compiler and the runner share, each defined once: which optimizer and scheduler
-take which parameters, the loss terms a run optimizes, the metrics it logs, and how many
-training groups it holds out for validation.
+take which parameters, the loss terms a run optimizes, the metrics it logs, how many
+training groups it holds out for validation, and how many patterns a split file gives each side.
 
 The compiler checks every monitor a lock names against :func:`logged_metrics`; the runner's
-training module logs exactly these names (``runner/job/module.py``), and its optimizers and
-schedules (``runner/job/optim.py``) take the parameters these tables give them. Torch-free.
+training module logs exactly these names (``runner/train/module.py``), and its optimizers and
+schedules (``runner/train/optim.py``) take the parameters these tables give them. Torch-free.
 """
 
 from __future__ import annotations
@@ -83,3 +83,9 @@ def has_validation(val_fraction: float, n_groups: int | None) -> bool:
     if n_groups is None:
         return val_fraction > 0
     return validation_groups(n_groups, val_fraction) > 0
+
+
+def split_counts(n_patterns: int, fraction: float) -> tuple[int, int]:
+    """(train, test) pattern counts when one file is split by ``data.test_fraction``."""
+    n_test = min(max(round(n_patterns * fraction), 1), n_patterns - 1)
+    return n_patterns - n_test, n_test

@@ -1,5 +1,10 @@
-"""The PtychoPINN job: data, physics, generator, stitching, metrics, and the Lightning runner.
+"""The PtychoPINN runner: it executes a lock (``ptycho_spec.lock.Lock``) and reads nothing else:
+no spec, no environment, no default. Its entry is ``runner.run.execute.execute(lock,
+out_dir=…)``.
 
-Only this package imports torch and lightning. It executes a lock (``ptycho_spec.lock.Lock``)
-and reads nothing else: no spec, no environment, no default.
+Laid out by stage, each folder with one reason to change: ``run/`` (the order of a run and what
+it writes) calls ``train/``, ``infer/`` and ``refine/``, which build on the numerical core
+(``data/``, ``physics/``, ``models/``, ``metrics.py``) and on ``rundir.py`` (the run
+directory's layout and claim). ``interop/`` converts ptychodus files. Only this package and
+the command layer (``ptycho_spec.commands``) import torch and lightning.
 """

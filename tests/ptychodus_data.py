@@ -2,7 +2,7 @@
 (``api/io.py`` ``save_product``, ``save_diffraction_data``) so no test here needs ptychodus.
 
 Positions in metres follow ptychodus's geometry (``api/object.py``): our object pixel x_px is
-ptychodus's plus ½ (``ptycho_spec.ptychodus_files``), so x_m = (x_px − ½ − (W − 1)/2)·dx + c.
+ptychodus's plus ½ (``ptycho_spec.formats.ptychodus``), so x_m = (x_px − ½ − (W − 1)/2)·dx + c.
 """
 
 from __future__ import annotations

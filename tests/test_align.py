@@ -12,12 +12,12 @@ from images import smooth_object
 
 from ptycho_spec.schema import Canonical, Inference
 from runner.data.simulate import raster_positions
-from runner.job.infer import stitch_groups
+from runner.infer.align import _components, _overlapping_pairs, align_gains
+from runner.infer.reconstruct import stitch_groups
+from runner.infer.stitch import stitch
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
 from runner.physics.shift import crop_patches
-from runner.reconstruct.align import _components, _overlapping_pairs, align_gains
-from runner.reconstruct.stitch import stitch
 
 N, TRIM = 32, 8
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from strategies import toml, write_scan_npz
 
+from ptycho_spec.cli import main
 from ptycho_spec.compile import compile_spec, validate_spec
 from ptycho_spec.errors import DataError, SpecError
+from ptycho_spec.formats.bundle import dumps_bundle_file
 from ptycho_spec.lock import dumps_lock
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -131,23 +133,54 @@ class TestSimulatedWithProbeFile:
         assert [d.role for d in lock.inputs.data] == ["probe"]
 
 
+def _infer_from_bundle(project: Path) -> Path:
+    """A bundle (any weight bytes) of the project's training lock and an infer spec using it."""
+    trained = compile_spec(str(project / "specs" / "run.toml"), environ={})
+    (project / "model.bundle").write_bytes(
+        dumps_bundle_file(
+            weights=b"weights",
+            lock_text=dumps_lock(trained),
+            scaling={},
+            model={},
+            tool_version="test",
+        )
+    )
+    spec = {
+        "run": {"task": "infer"},
+        "data": {"source": "npz", "test_file": "data/test.npz"},
+        "inference": {"bundle": "model.bundle"},
+    }
+    (project / "infer.toml").write_text(toml(spec))
+    return project / "infer.toml"
+
+
 class TestInferFromBundle:
     def test_compiles_against_the_bundle(self, project: Path) -> None:
         """An inference spec takes its model from a bundle's lock and checks the test data."""
         trained = compile_spec(str(project / "specs" / "run.toml"), environ={})
-        with zipfile.ZipFile(project / "model.bundle", "w") as archive:
-            archive.writestr("lock.toml", dumps_lock(trained))
-            archive.writestr("manifest.toml", "")
-        spec = {
-            "run": {"task": "infer"},
-            "data": {"source": "npz", "test_file": "data/test.npz"},
-            "inference": {"bundle": "model.bundle"},
-        }
-        (project / "infer.toml").write_text(toml(spec))
-        lock = compile_spec(str(project / "infer.toml"), environ={})
+        lock = compile_spec(str(_infer_from_bundle(project)), environ={})
         assert lock.resolved.canonical.model == trained.resolved.canonical.model
         assert lock.resolved.canonical.training == trained.resolved.canonical.training
         assert [d.role for d in lock.inputs.data] == ["test", "bundle"]
+
+    def test_altered_weights_are_refused(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """compile refuses a bundle whose weights no longer match its manifest (exit 4), as
+        run does, instead of locking it."""
+        spec = _infer_from_bundle(project)
+        path = project / "model.bundle"
+        with zipfile.ZipFile(path) as archive:
+            members = {i.filename: archive.read(i) for i in archive.infolist()}
+        members["state_dict.pt"] = b"weighta"
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        assert main(["compile", str(spec), "-o", str(project / "x.lock.toml")]) == 4
+        assert "state_dict.pt]: member does not match the manifest's sha256" in (
+            capsys.readouterr().err
+        )
+        assert not (project / "x.lock.toml").exists()
 
 
 class TestValidateSpec:

@@ -18,13 +18,13 @@ import torch
 from ptycho_spec.schema import Training
 from runner.data.grouping import group_scan
 from runner.data.simulate import disk_probe, lines_object, raster_positions, simulate_scan
-from runner.job.infer import FLAT_AMPLITUDE, FLAT_PHASE_RAD
-from runner.job.optim import build_optimizer, parameter_groups
+from runner.infer.reconstruct import FLAT_AMPLITUDE, FLAT_PHASE_RAD
+from runner.infer.stitch import stitch
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
 from runner.physics.losses import poisson_nll
 from runner.physics.scaling import ScalingConstants
-from runner.reconstruct.stitch import stitch
+from runner.train.optim import build_optimizer, parameter_groups
 
 N, SIZE, STEPS, BATCH = 64, 112, 400, 8
 TRAINING = Training(

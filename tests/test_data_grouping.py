@@ -40,7 +40,7 @@ class TestGroupScan:
             assert i not in g.indices[i]
 
     def test_relative_sign_convention(self) -> None:
-        """relative = −(coords − offsets), offsets the group mean (trap 6)."""
+        """relative = −(coords − offsets), offsets the group mean."""
         g = group()
         np.testing.assert_allclose(g.offsets, g.coords.mean(axis=1))
         np.testing.assert_allclose(g.relative, -(g.coords - g.offsets[:, None]))
@@ -111,7 +111,7 @@ class TestInputScale:
         )
 
     def test_integer_data_do_not_overflow(self) -> None:
-        """uint16 values are squared in float64 (trap 16)."""
+        """uint16 values are squared in float64."""
         amp = np.full((2, 64, 64), 60000, dtype=np.uint16)
         assert input_scale(amp, 64) == pytest.approx(32 / (64 * 60000))
 

@@ -57,7 +57,7 @@ class TestReadNpz:
         assert scan.valid_mask is None and scan.N == N and len(scan) == M
 
     def test_counts_are_square_rooted(self, tmp_path: Path) -> None:
-        """measurement = counts stores X = sqrt(counts), computed in float64 (trap 16)."""
+        """measurement = counts stores X = sqrt(counts), computed in float64."""
         counts = np.full((M, N, N), 65535, np.uint16)
         scan = read_npz(save(tmp_path, diff3d=counts), measurement="counts")
         np.testing.assert_allclose(scan.amplitude, np.sqrt(65535.0), rtol=1e-7)

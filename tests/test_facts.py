@@ -23,6 +23,7 @@ from ptycho_spec.facts import (
     read_scan_npz,
     torch_cuda_version,
 )
+from ptycho_spec.formats.bundle import dumps_bundle_file
 from ptycho_spec.lock import dumps_lock
 
 
@@ -206,13 +207,20 @@ def _bundle(path: Path, members: dict[str, bytes]) -> str:
     return str(path)
 
 
+def _real_bundle(path: Path, lock_text: str, weights: bytes = b"x") -> str:
+    """A bundle as the runner writes it, around any weight bytes (no torch needed)."""
+    data = dumps_bundle_file(
+        weights=weights, lock_text=lock_text, scaling={}, model={}, tool_version="test"
+    )
+    path.write_bytes(data)
+    return str(path)
+
+
 class TestReadBundle:
     def test_reads_the_lock(self, tmp_path: Path) -> None:
         """The bundle's lock.toml is read (no torch) and hashed."""
         lock = compile_text(toml({"data": {"source": "simulate", "n_groups": "all"}}))
-        path = _bundle(
-            tmp_path / "m.bundle", {"lock.toml": dumps_lock(lock).encode(), "state_dict.pt": b"x"}
-        )
+        path = _real_bundle(tmp_path / "m.bundle", dumps_lock(lock))
         read, entry = read_bundle(path)
         assert read == lock
         assert entry.input.role == "bundle" and entry.input.size > 0
@@ -238,7 +246,20 @@ class TestReadBundle:
         lock = compile_text(toml({"data": {"source": "simulate", "n_groups": "all"}}))
         text = dumps_lock(lock).replace("nepochs = 50", "nepochs = 51")
         with pytest.raises(DataError, match="digest mismatch"):
-            read_bundle(_bundle(tmp_path / "m.bundle", {"lock.toml": text.encode()}))
+            read_bundle(_real_bundle(tmp_path / "m.bundle", text))
+
+    def test_altered_weights(self, tmp_path: Path) -> None:
+        """A weight byte that no longer matches the manifest's sha256 is refused, as the
+        runner refuses it."""
+        lock = compile_text(toml({"data": {"source": "simulate", "n_groups": "all"}}))
+        path = tmp_path / "m.bundle"
+        with zipfile.ZipFile(_real_bundle(path, dumps_lock(lock), b"weights")) as archive:
+            members = {i.filename: archive.read(i) for i in archive.infolist()}
+        members["state_dict.pt"] = b"weighta"  # rezipped: the zip's own CRC holds
+        _bundle(path, members)
+        with pytest.raises(DataError, match="manifest's sha256") as caught:
+            read_bundle(str(path))
+        assert caught.value.key == "state_dict.pt" and caught.value.exit_code == 4
 
 
 class TestHost:

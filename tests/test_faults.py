@@ -30,11 +30,11 @@ from ptycho_spec.cli import main
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, UsageError
 from ptycho_spec.lock import dumps_lock
-from runner.job import rundir
-from runner.job.bundle import MEMBERS, Bundle, dumps_bundle, read_bundle
-from runner.job.checkpoints import read_checkpoint
+from runner import rundir
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
+from runner.train.bundle import MEMBERS, Bundle, dumps_bundle, read_bundle
+from runner.train.checkpoints import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ class TestKilledWrites:
         kill_while_writing(
             tmp_path / "last.ckpt",
             setup=(
-                "import torch\n    from runner.job.checkpoints import AtomicCheckpointIO\n"
+                "import torch\n    from runner.train.checkpoints import AtomicCheckpointIO\n"
                 "    io = AtomicCheckpointIO(lock_digest='sha256:run')\n"
                 f"    base = dict.fromkeys({keys}, 0)"
             ),
@@ -146,7 +146,7 @@ class TestKilledWrites:
 HOLDER = """
     import sys, time
     from pathlib import Path
-    from runner.job import rundir
+    from runner import rundir
     with rundir.claim(Path(sys.argv[1]), force=False):
         print("held", flush=True)
         time.sleep(120)

@@ -35,7 +35,7 @@ from ptycho_spec.cli import main
 from ptycho_spec.errors import DataError
 from ptycho_spec.facts import read_bundle as bundle_facts
 from runner.data.npz import read_npz
-from runner.job.bundle import read_bundle
+from runner.train.bundle import read_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).parent / "data" / "fuzz_corpus"

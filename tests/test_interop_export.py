@@ -32,7 +32,7 @@ class TestSimulated:
         """The exported scan is the one the run simulates, and a spec on the file resolves
         the same N, photons and pattern count."""
         from runner.data.npz import read_npz
-        from runner.job.prepare import load_scans
+        from runner.run.prepare import load_scans
 
         spec = write_simulated_spec(tmp_path)
         out = tmp_path / f"{which}.npz"

@@ -18,9 +18,9 @@ from ptychodus_data import (
     write_spec,
 )
 
-from ptycho_spec import ptychodus_files as pf
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, SpecError
+from ptycho_spec.formats import ptychodus as pf
 
 PROBE = np.ones((64, 64), np.complex64)
 

@@ -31,10 +31,10 @@ from ptychodus.api.settings import SettingsRegistry  # noqa: E402
 from ptychodus.plugins.h5_product_file import H5ProductFileIO  # noqa: E402
 from ptychodus_data import CENTER_M, PIXEL_M, counts_of, simulated_files, to_metres, write_spec  # noqa: E402
 
-from ptycho_spec import ptychodus_files as pf  # noqa: E402
 from ptycho_spec.cli import main as cli_main  # noqa: E402
 from ptycho_spec.compile import compile_spec  # noqa: E402
 from ptycho_spec.errors import DataError, RunError, UsageError  # noqa: E402
+from ptycho_spec.formats import ptychodus as pf  # noqa: E402
 
 pytestmark = [pytest.mark.ptychodus, pytest.mark.slow]
 
@@ -131,7 +131,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
 
 
 def library() -> Any:
-    from runner.interop.reconstructor import PtychoSpecReconstructorLibrary
+    from ptycho_spec.commands.ptychodus_library import PtychoSpecReconstructorLibrary
 
     lib = PtychoSpecReconstructorLibrary(SettingsRegistry())
     lib.settings.overrides.set_value(SETTINGS)
@@ -190,7 +190,7 @@ class TestLibrary:
         import ptychodus.model.core as core
         from ptychodus.model import ModelCore
 
-        from runner.interop import launch
+        from ptycho_spec.commands import ptychodus_launch as launch
 
         monkeypatch.setattr(core, "ProcessingCore", core.ProcessingCore)  # undone after the test
         launch.install()
@@ -231,7 +231,7 @@ class TestTrain:
         self, simulated: Simulated, trained: Trained, tmp_path: Path
     ) -> None:
         """Training on counts whose bad pixels are corrupted gives the very same weights."""
-        from runner.job.bundle import read_bundle
+        from runner.train.bundle import read_bundle
 
         data = write_batch_input(
             tmp_path / "data", simulated.reconstruct_input.product, corrupted(simulated.counts)
@@ -310,7 +310,7 @@ class TestReconstruct:
         log says how much of the probe's power the others held."""
         import dataclasses
 
-        from runner.interop.reconstructor import scan_from_input
+        from ptycho_spec.commands.ptychodus_library import scan_from_input
 
         given = simulated.reconstruct_input
         probes = given.product.probes
@@ -334,8 +334,8 @@ class TestReconstruct:
         """ptychodus's own pairing of the batch files gives the positions we read from them."""
         from ptychodus.api.io import load_diffraction_data, load_product
 
+        from ptycho_spec.commands.ptychodus_library import scan_from_input
         from runner.interop.ptychodus_product import read_scan
-        from runner.interop.reconstructor import scan_from_input
 
         folder = simulated.data_dir
         theirs = prepare_reconstruct_input(
@@ -413,7 +413,7 @@ class TestBatchMode:
                 [
                     sys.executable,
                     "-m",
-                    "runner.interop.launch",
+                    "ptycho_spec.commands.ptychodus_launch",
                     "-b",
                     action,
                     "-i",

@@ -17,13 +17,13 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Model, Training
 from ptycho_spec.vocabulary import logged_metrics
-from runner.job import effective
-from runner.job.execute import configure_process
-from runner.job.module import PtychoModule
-from runner.job.resume import ResumeCheckpoint
-from runner.job.sampling import EpochSampler, GroupBatches, make_loader
-from runner.job.trainer import build_trainer, check_monitor
 from runner.physics.scaling import ScalingConstants
+from runner.run.execute import configure_process
+from runner.train import effective
+from runner.train.module import PtychoModule
+from runner.train.resume import ResumeCheckpoint
+from runner.train.sampling import EpochSampler, GroupBatches, make_loader
+from runner.train.trainer import build_trainer, check_monitor
 
 BASE = Execution(
     accelerator="cpu",
@@ -88,7 +88,7 @@ TRAINER_CASES: dict[str, tuple[dict[str, Any], Callable[[Any], Any], Any]] = {
     "checkpoint_save_top_k": ({"checkpoint_save_top_k": -1}, _ckpt("save_top_k"), -1),
     "checkpoint_monitor": ({"checkpoint_monitor": "train_loss"}, _ckpt("monitor"), "train_loss"),
     "checkpoint_mode": ({"checkpoint_mode": "max"}, _ckpt("mode"), "max"),
-    # last.ckpt is the resume point, written by ResumeCheckpoint (runner/job/resume.py).
+    # last.ckpt is the resume point, written by ResumeCheckpoint (runner/train/resume.py).
     "checkpoint_save_last": ({"checkpoint_save_last": False}, _callback(ResumeCheckpoint), None),
     "checkpoint_every_n_steps": ({"checkpoint_every_n_steps": 7}, _ckpt("_every_n_train_steps"), 7),
     "early_stop_patience": (

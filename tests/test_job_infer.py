@@ -1,4 +1,4 @@
-"""Reconstruction in the runner (``runner/job/infer.py``): ``inference.stitch`` as applied to
+"""Reconstruction in the runner (``runner/infer/reconstruct.py``): ``inference.stitch`` as applied to
 a model's patches, and the flat-object check after training."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from torch import nn
 
 from ptycho_spec.schema import Canonical, Inference
 from runner.data.grouping import input_scale
-from runner.job.infer import collapsed, stitch_groups
+from runner.infer.reconstruct import collapsed, stitch_groups
+from runner.infer.stitch import stitch
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
-from runner.reconstruct.stitch import stitch
 
 UNIT = ScalingConstants(input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=1.0)
 
@@ -116,7 +116,7 @@ class TestSplitScan:
         """The runner splits a file into the (train, test) counts the compiler locked, the test
         patterns being those with the largest y."""
         from ptycho_spec.resolve import split_counts
-        from runner.job.prepare import split_scan, subset
+        from runner.run.prepare import split_scan, subset
 
         scan = subset(tiny_scan, np.arange(m))
         train, test = split_scan(scan, fraction)

@@ -13,7 +13,7 @@ from runspec import write_spec
 
 from ptycho_spec.cli import main
 from ptycho_spec.schema import Training
-from runner.job.optim import (
+from runner.train.optim import (
     FAN_IN_REF,
     build_optimizer,
     build_scheduler,

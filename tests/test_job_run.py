@@ -15,10 +15,10 @@ from runspec import write_npz_run, write_spec
 from ptycho_spec.cli import main
 from ptycho_spec.lock import read_lock
 from ptycho_spec.vocabulary import logged_metrics
-from runner.job.bundle import MEMBERS, read_bundle
-from runner.job.execute import COLLAPSE_WARNING
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
+from runner.run.execute import COLLAPSE_WARNING
+from runner.train.bundle import MEMBERS, read_bundle
 
 TRAIN_OUTPUTS = {
     "run.lock.toml",

@@ -189,7 +189,7 @@ class TestModelFields:
         assert not torch.allclose(pinn(make_model()).diffract(obj), expected)
 
     def test_probe_scale(self, make_model) -> None:
-        """The probe is normalized once to mean|P̂| = 1/probe_scale (trap 3)."""
+        """The probe is normalized once to mean|P̂| = 1/probe_scale."""
         for scale in (2.0, 4.0):
             assert float(pinn(make_model(probe_scale=scale)).probe.abs().mean()) == pytest.approx(
                 1 / scale, rel=1e-5

@@ -39,7 +39,7 @@ class TestPoissonNLL:
         assert float(pred.grad.abs().max()) < 1e-9
 
     def test_independent_of_batch_composition(self) -> None:
-        """A batch's loss is the mean of its samples' losses: no batch statistic (trap 5)."""
+        """A batch's loss is the mean of its samples' losses: no batch statistic."""
         pred, observed = rand(4, 1, 8, 8, seed=2), rand(4, 1, 8, 8, seed=3)
         whole = poisson_nll(pred, observed, photon_scale=S, mean_photons=I_BAR)
         parts = [
@@ -67,7 +67,7 @@ class TestPoissonNLL:
         assert float(a) != float(poisson_nll(pred, spoiled, photon_scale=S, mean_photons=I_BAR))
 
     def test_finite_at_zero_prediction(self) -> None:
-        """λ = 0 with photons measured stays finite (ε in the log, trap 4)."""
+        """λ = 0 with photons measured stays finite (ε in the log)."""
         loss = poisson_nll(
             torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), photon_scale=S, mean_photons=I_BAR
         )

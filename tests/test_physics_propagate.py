@@ -55,7 +55,7 @@ class TestAmplitude:
 
 class TestIlluminate:
     def test_broadcasts_one_probe(self) -> None:
-        """One (N, N) probe multiplies every pattern of a (B, C, N, N) batch (trap 8)."""
+        """One (N, N) probe multiplies every pattern of a (B, C, N, N) batch."""
         obj, probe = randc(2, 4, 8, 8), randc(8, 8, seed=1)
         out = illuminate(obj, probe)
         torch.testing.assert_close(out[1, 3], obj[1, 3] * probe)

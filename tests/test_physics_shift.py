@@ -156,7 +156,7 @@ class TestMergeExtract:
         torch.testing.assert_close(again[..., box], patches[..., box], rtol=1e-12, atol=1e-12)
 
     def test_uncovered_canvas_is_zero_and_periphery_not_amplified(self) -> None:
-        """Pixels outside every central box are 0; inside, values stay within the patches' range (trap 7)."""
+        """Pixels outside every central box are 0; inside, values stay within the patches' range."""
         patches = randc(1, 4, 32, 32, dtype=torch.complex128) * 1000
         patches[..., 8:24, 8:24] = 1.0
         rel = torch.tensor(

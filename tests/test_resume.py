@@ -24,10 +24,11 @@ from replay_kit import (
 
 from ptycho_spec.cli import main
 from ptycho_spec.errors import DataError
-from runner.job import execute, rundir
-from runner.job.checkpoints import LOCK_KEY, read_checkpoint
-from runner.job.resume import ResumeCheckpoint
-from runner.job.sampling import EpochSampler, ResumableLoader
+from runner import rundir
+from runner.run import execute
+from runner.train.checkpoints import LOCK_KEY, read_checkpoint
+from runner.train.resume import ResumeCheckpoint
+from runner.train.sampling import EpochSampler, ResumableLoader
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import torch
 from images import smooth_object
 
 from runner.data.simulate import lines_object, raster_positions
+from runner.infer.stitch import stitch
 from runner.physics.shift import crop_patches
-from runner.reconstruct.stitch import stitch
 
 
 def patches_of(obj: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

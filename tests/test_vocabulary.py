@@ -107,7 +107,7 @@ class TestOptimizerTables:
 
     def test_optimizers(self) -> None:
         """Each optimizer name builds, and reads the parameters the table assigns it."""
-        from runner.job.optim import build_optimizer
+        from runner.train.optim import build_optimizer
 
         for name in get_args(Optimizer):
             values = {p: 0.5 + 0.01 * i for i, p in enumerate(OPTIMIZER_PARAMS)}
@@ -118,7 +118,7 @@ class TestOptimizerTables:
 
     def test_schedulers(self) -> None:
         """Each scheduler name builds (constant: none), reading its parameters."""
-        from runner.job.optim import build_scheduler
+        from runner.train.optim import build_scheduler
 
         assert set(get_args(Scheduler)) == set(SCHEDULER_PARAMS)
         for name, used in SCHEDULER_PARAMS.items():

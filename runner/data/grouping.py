@@ -27,7 +27,8 @@ class Groups:
     ``indices`` ``(G, C)`` int64: pattern indices, channel c ↔ row-major cell (c // g, c % g).
     ``coords`` ``(G, C, 2)`` float64: absolute [x, y] px of each pattern.
     ``offsets`` ``(G, 2)`` float64: group centres, the mean of ``coords`` over C.
-    ``relative`` ``(G, C, 2)`` float64: −(coords − offsets), the reference sign (trap 6).
+    ``relative`` ``(G, C, 2)`` float64: −(coords − offsets), the reference sign
+    (``ptycho/raw_data.py`` ``get_relative_coords``).
     """
 
     indices: np.ndarray
@@ -43,7 +44,7 @@ def input_scale(amplitude: np.ndarray, N: int) -> float:
     """r = sqrt((N/2)² / mean_m Σ_hw X²) for amplitudes ``(M, N, N)`` (or ``(M, C, N, N)``).
 
     Summed in float64, chunk by chunk, so integer or float32 data neither overflow nor round
-    (trap 16, ``ptycho/raw_data.py`` ``normalize_data``).
+    (``ptycho/raw_data.py`` ``normalize_data``).
     """
     flat = np.asarray(amplitude).reshape(-1, N * N)
     energy = sum(

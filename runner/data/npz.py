@@ -1,11 +1,9 @@
-"""Reader and writer of the PtychoPINN NPZ data contract (``docs/data_contracts.md`` upstream).
+"""Reader and writer of the PtychoPINN NPZ data contract as ``Scan`` arrays.
 
-Keys: ``diff3d`` (or ``diffraction``) ``(M, N, N)``; ``xcoords``, ``ycoords`` ``(M,)`` object
-pixels; ``probeGuess`` ``(N, N)`` (also ``(N, N, 1)``, ``(1, N, N)``); optional ``objectGuess``
-``(H, W)``, ``scan_index`` ``(M,)``, and this project's optional ``valid_mask`` ``(N, N)`` bool
-and ``nphotons`` scalar. Files open with ``allow_pickle=False``; every violation raises
-``DataError`` naming the file and the key, as does a probe that illuminates nothing or positions
-no stitching canvas could hold (``ptycho_spec.data_checks``).
+The contract's keys, layouts and shape and value rules are ``ptycho_spec.formats.npz``, the
+ones the compiler applies to the same file's headers. Files open with ``allow_pickle=False``;
+every violation raises ``DataError`` naming the file and the key, as does a probe that
+illuminates nothing or positions no stitching canvas could hold (``ptycho_spec.data_checks``).
 """
 
 from __future__ import annotations
@@ -20,7 +18,8 @@ import numpy as np
 from ptycho_spec import atomic
 from ptycho_spec.data_checks import check_positions, check_probe
 from ptycho_spec.errors import DataError
-from ptycho_spec.facts import DIFFRACTION_KEYS, ZIP_ERRORS, npy_header
+from ptycho_spec.formats import npz as contract
+from ptycho_spec.formats.npz import DIFFRACTION_KEYS, ZIP_ERRORS, npy_header
 from ptycho_spec.schema import Measurement
 from runner.data.scan import Scan
 
@@ -53,104 +52,75 @@ class _Archive:
         """Raise the ``DataError`` for ``message`` about ``key`` of this file."""
         raise DataError(message, path=self.path, key=key)
 
-    def get(self, key: str, *, kind: str, ndim: tuple[int, ...]) -> np.ndarray | None:
-        """The array under ``key`` (None if absent), checked for dtype kind, rank and finiteness."""
+    def get(self, key: str, *, ndim: tuple[int, ...]) -> np.ndarray | None:
+        """The array under ``key`` (None if absent), checked for dtype kind (``KINDS``), rank
+        and finiteness."""
         if key not in self.arrays:
             return None
         arr = self.arrays[key]
-        if arr.dtype.kind not in kind:
-            self.reject(f"has dtype {arr.dtype}, expected one of kinds {kind!r}", key)
+        contract.check_kind(arr.dtype, path=self.path, key=key)
         if arr.ndim not in ndim:
             self.reject(
                 f"has shape {arr.shape}, expected {' or '.join(f'{d}-D' for d in ndim)}", key
             )
-        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
-            self.reject(f"holds {int((~np.isfinite(arr)).sum())} non-finite values", key)
+        if arr.dtype.kind in "fc":
+            contract.check_finite(arr, path=self.path, key=key)
         return arr
 
-    def require(self, key: str, *, kind: str, ndim: tuple[int, ...]) -> np.ndarray:
-        arr = self.get(key, kind=kind, ndim=ndim)
+    def require(self, key: str, *, ndim: tuple[int, ...]) -> np.ndarray:
+        arr = self.get(key, ndim=ndim)
         if arr is None:
             self.reject(f"missing required key (present: {', '.join(sorted(self.arrays))})", key)
         return arr
 
 
-_REAL = "uif"
-_NUMERIC = "uifc"
-
-
 def _probe(arc: _Archive) -> np.ndarray:
     """probeGuess as ``(N, N)`` complex64 from ``(N, N)``, ``(N, N, 1)`` or ``(1, N, N)``."""
-    probe = arc.require("probeGuess", kind=_NUMERIC, ndim=(2, 3))
-    if probe.ndim == 3:
-        if probe.shape[-1] == 1:
-            probe = probe[..., 0]
-        elif probe.shape[0] == 1:
-            probe = probe[0]
-        else:
-            arc.reject(
-                f"has shape {probe.shape}; expected (N, N), (N, N, 1) or (1, N, N)", "probeGuess"
-            )
-    if probe.shape[0] != probe.shape[1]:
-        arc.reject(f"is {probe.shape[0]}×{probe.shape[1]}, not square", "probeGuess")
+    probe = arc.require(contract.PROBE, ndim=(2, 3))
+    n = contract.probe_side(probe.shape, path=arc.path)
+    probe = probe.reshape(n, n)
     check_probe(probe, path=arc.path)
     return probe.astype(np.complex64)
 
 
 def _diffraction(arc: _Archive, m: int, n: int) -> np.ndarray:
     """The diffraction stack as ``(M, N, N)``, transposing the legacy ``(N, N, M)`` layout."""
-    present = [k for k in DIFFRACTION_KEYS if k in arc.arrays]
-    if not present:
-        arc.reject(
-            f"missing diffraction: none of {', '.join(DIFFRACTION_KEYS)} present",
-            DIFFRACTION_KEYS[0],
-        )
-    key = present[0]
-    data = arc.require(key, kind=_REAL, ndim=(3,))
-    if len(present) == 2 and not np.array_equal(data, arc.arrays[present[1]]):
-        arc.reject(f"{present[0]} and {present[1]} both present and different; keep one", key)
-    standard, legacy = data.shape == (m, n, n), data.shape == (n, n, m)
-    if standard and legacy:
-        arc.reject(
-            f"layout {data.shape} is ambiguous: M = N = {n} fits (M, N, N) and the legacy (N, N, M)",
-            key,
-        )
+    key = contract.diffraction_key(list(arc.arrays), path=arc.path)
+    data = arc.require(key, ndim=(3,))
+    other = next((k for k in DIFFRACTION_KEYS if k != key and k in arc.arrays), None)
+    if other is not None and not np.array_equal(data, arc.arrays[other]):
+        arc.reject(f"{key} and {other} both present and different; keep one", key)
+    n_patterns, legacy = contract.pattern_layout(data.shape, n, path=arc.path, key=key)
+    for name in contract.COORDINATES:
+        contract.check_coordinates((m,), n_patterns, path=arc.path, key=name)
     if legacy:
         data = np.moveaxis(data, -1, 0)
-    elif not standard and data.shape[0] == m and data.shape[1] == data.shape[2]:
-        side = data.shape[1]
-        arc.reject(f"is {n}×{n} but the patterns in {key} are {side}×{side}", "probeGuess")
-    elif not standard:
-        arc.reject(
-            f"has shape {data.shape}; expected (M, N, N) = ({m}, {n}, {n}) from xcoords and probeGuess",
-            key,
-        )
-    if (data < 0).any():
-        arc.reject(f"holds {int((data < 0).sum())} negative values", key)
+    contract.check_measured(data, path=arc.path, key=key)
     return data
 
 
 def _coords(arc: _Archive) -> tuple[np.ndarray, np.ndarray]:
-    x = arc.require("xcoords", kind=_REAL, ndim=(1,)).astype(np.float64)
-    y = arc.require("ycoords", kind=_REAL, ndim=(1,)).astype(np.float64)
+    x = arc.require("xcoords", ndim=(1,)).astype(np.float64)
+    y = arc.require("ycoords", ndim=(1,)).astype(np.float64)
     if x.shape != y.shape:
         arc.reject(f"has {len(y)} entries, xcoords has {len(x)}", "ycoords")
     return x, y
 
 
 def _to_amplitude(data: np.ndarray, measurement: Measurement) -> np.ndarray:
-    """Stored values → amplitude float32; counts are square-rooted in float64 (trap 16)."""
+    """Stored values → amplitude float32; counts are square-rooted in float64 and
+    rounded to float32 once."""
     if measurement == "counts":
         return np.sqrt(data.astype(np.float64)).astype(np.float32)
     return data.astype(np.float32)
 
 
 def _optional_arrays(arc: _Archive, m: int, n: int) -> dict[str, np.ndarray | None]:
-    obj = arc.get("objectGuess", kind=_NUMERIC, ndim=(2,))
-    index = arc.get("scan_index", kind="iu", ndim=(1,))
+    obj = arc.get("objectGuess", ndim=(2,))
+    index = arc.get("scan_index", ndim=(1,))
     if index is not None and index.shape != (m,):
         arc.reject(f"has shape {index.shape}, expected ({m},)", "scan_index")
-    mask = arc.get("valid_mask", kind="b", ndim=(2,))
+    mask = arc.get("valid_mask", ndim=(2,))
     if mask is not None and mask.shape != (n, n):
         arc.reject(f"has shape {mask.shape}, expected ({n}, {n})", "valid_mask")
     return {

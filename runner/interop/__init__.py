@@ -1,2 +1,3 @@
-"""Interoperability: ptychodus products and diffraction files, the ptychodus reconstructor
-library (``reconstructor``, the only module that imports ptychodus) and its launcher."""
+"""Interoperability: ptychodus products and diffraction files as scans, ``reconstruction.h5``,
+and ``export-npz``. The ptychodus reconstructor library and its launcher are front ends that
+compile specs, so they live in the command layer (``ptycho_spec.commands``)."""

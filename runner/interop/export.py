@@ -1,6 +1,6 @@
 """``ptycho-spec export-npz``: a run's training or test scan in PtychoPINN's NPZ data contract.
 
-The scan is the one the run itself would read or simulate (``runner.job.prepare.load_scans``),
+The scan is the one the run itself would read or simulate (``runner.run.prepare.load_scans``),
 written by ``runner.data.npz.write_npz``: ``diff3d`` amplitudes (float32), ``xcoords``/``ycoords``
 in object pixels, ``probeGuess``, ``objectGuess`` when a ground truth is known, ``scan_index``, and
 this project's ``valid_mask`` and ``nphotons`` so a spec on the file resolves the same physics.
@@ -18,7 +18,7 @@ from ptycho_spec.lock import Lock
 from ptycho_spec.schema import Canonical
 from runner.data.npz import write_npz
 from runner.data.scan import Scan
-from runner.job.prepare import load_scans
+from runner.run.prepare import load_scans
 
 
 def export_npz(lock: Lock, path: Path, *, which: str) -> Scan:

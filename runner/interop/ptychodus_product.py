@@ -1,7 +1,7 @@
 """ptychodus data in the job: a product plus its diffraction file as a ``Scan``, and the
 reconstruction written back as a ptychodus product. h5py only: the job never imports ptychodus.
 
-The files are read and checked by ``ptycho_spec.ptychodus_files`` (the compiler reads them the
+The files are read and checked by ``ptycho_spec.formats.ptychodus`` (the compiler reads them the
 same way for its facts), so the scan the job trains on is the one the lock describes.
 """
 
@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from ptycho_spec import atomic
-from ptycho_spec import ptychodus_files as pf
+from ptycho_spec.formats import ptychodus as pf
 from runner.data.scan import Scan
 
 PRODUCT_OUTPUT = "reconstruction.h5"

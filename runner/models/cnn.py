@@ -1,7 +1,7 @@
 """The PtychoPINN CNN generator (``ptycho/model.py``, TF; the normative architecture).
 
 Encoder: per level Conv3×3-ReLU, Conv3×3-ReLU, MaxPool2 (no CBAM: the TF model has none and the
-torch port's CBAM is what collapses N = 128 training, trap 13). Two separate decoders, amplitude
+torch port's CBAM is what collapses N = 128 training). Two separate decoders, amplitude
 and phase, each with per level Conv3×3-ReLU, Conv3×3-ReLU, nearest Upsample×2, ending at N/2,
 then ``decoder_last``:
 
@@ -19,7 +19,7 @@ Head activations: amplitude per ``amp_activation``, phase π·tanh. Widths for n
 | 128 | s·[16, 32, 64, 128] | s·[128, 64, 32]    | s·16         |
 | 256 | s·[8, …, 128]       | s·[256, …, 32]     | s·8          |
 
-Weights start Glorot-uniform with zero biases (Keras' defaults, the reference's init).
+Weights start He-normal with zero biases, a head's output layer at zero (``_init``).
 
 Every nearest Upsample×2 of the reference is followed by a 3×3 convolution; ``UpConv`` computes
 that pair exactly from the low-resolution input (a 4-phase convolution and a pixel shuffle), so

@@ -31,7 +31,7 @@ class PtychoPINN(nn.Module):
     The probe is normalized once at construction (P̂ = P / (probe_scale·mean|M·P|)) and kept as
     real/imaginary parts ``(N, N, 2)``: a buffer, or a parameter iff ``probe_trainable``. The
     output gain g = exp(log_gain) starts at ``scaling.initial_gain`` and is a parameter iff
-    ``intensity_scale_trainable`` (the TF model's trainable log-scale; trap 10).
+    ``intensity_scale_trainable`` (the TF model's trainable log-scale, ``ptycho/model.py`` ``IntensityScaler``).
     """
 
     def __init__(self, *, model: Model, probe: Tensor, scaling: ScalingConstants) -> None:

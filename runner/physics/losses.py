@@ -2,7 +2,7 @@
 
 Diffraction terms compare amplitudes in network units (``specs/physics-contract.md``): the
 prediction A and the measurement x = r·X, both ``(B, C, N, N)`` float. Their normalizations are
-frozen constants, never batch statistics (trap 5), so a loss value does not depend on which
+frozen constants, never batch statistics, so a loss value does not depend on which
 patterns share a batch.
 """
 
@@ -39,7 +39,7 @@ def poisson_nll(
     λ = (S·A)², k = (S·x)² (expected and measured photons), and
     L = mean_b Σ_{c,h,w} [λ − k·log(λ + ε) + lgamma(k + 1)] / Ī,
     with S = ``photon_scale`` and Ī = ``mean_photons`` frozen. The full log-likelihood keeps
-    lgamma(k + 1) (``torch.distributions.Poisson``; TF's ``log_poisson_loss`` drops it, trap 4):
+    lgamma(k + 1) (``torch.distributions.Poisson``; TF's ``log_poisson_loss`` drops it):
     a constant that makes the minimum sit near ½·log(2πk) per pixel instead of below zero.
     Computed in float64: at 1e9 photons λ and k log λ cancel to ~1e-7 relative.
     """
@@ -55,7 +55,7 @@ def amplitude_mae(pred: Tensor, observed: Tensor, *, mask: Tensor | None = None)
     """Mean absolute amplitude error in network units, a scalar of ``pred``'s dtype.
 
     L = mean_{b,c,h,w} |A − x| = mean |S·A − S·x| / S: the reference's photon-scaled MAE with
-    the frozen S divided out instead of the batch's mean amplitude (trap 5). Since the mean
+    the frozen S divided out instead of the batch's mean amplitude. Since the mean
     energy Σx² is (N/2)², a typical |x| is ½ and L is O(0.1) for a fair fit.
     """
     return _masked_mean((pred - observed).abs(), mask)

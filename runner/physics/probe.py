@@ -25,7 +25,7 @@ def probe_mask(N: int) -> Tensor:
 def normalize_probe(probe: Tensor, probe_scale: float, mask: Tensor | None = None) -> Tensor:
     """P̂ = P / (probe_scale · mean|M·P|): ``(N, N)`` complex → ``(N, N)`` complex.
 
-    ``ptycho/probe.py`` ``set_probe``. Applied exactly once (trap 3: the torch reference divides
+    ``ptycho/probe.py`` ``set_probe``. Applied exactly once (PtychoPINN's torch port divides
     by probe_scale a second time in its forward pass; here nothing else rescales the probe).
     The mean runs over all N² pixels, masked by ``mask`` (N, N) when given.
     """

@@ -11,8 +11,8 @@ from runner.physics.kernels import gaussian_kernel
 def illuminate(obj: Tensor, probe: Tensor) -> Tensor:
     """Exit wave ψ = O · P: ``(..., N, N)`` complex times ``(N, N)`` complex → ``(..., N, N)``.
 
-    One probe for every pattern (the probe broadcasts over the leading axes; trap 8 is a
-    flattened per-batch probe that multiplied the amplitude by B).
+    One probe for every pattern (the probe broadcasts over the leading axes; a probe flattened
+    per batch instead would multiply the amplitude by B).
     """
     return obj * probe
 

@@ -1,6 +1,6 @@
 """Sub-pixel translation, patch cropping, and the gridsize > 1 overlap constraint.
 
-Sign conventions (trap 6, ``ptycho/raw_data.py`` ``get_relative_coords``, ``ptycho_torch/helper.py``):
+Sign conventions (``ptycho/raw_data.py`` ``get_relative_coords``, ``ptycho_torch/helper.py``):
 ``translate(img, d)`` moves the content by +d pixels, ``d[..., 0]`` along x (columns) and
 ``d[..., 1]`` along y (rows). A group's relative coordinates are ``relative = −(coords − centre)``,
 so ``merge_patches`` shifts each patch by −relative (to its place around the group centre) and
@@ -91,7 +91,7 @@ def merge_patches(patches: Tensor, relative: Tensor) -> Tensor:
 
     Central-mask weighting (``ptycho_torch/helper.py``, ``training_patch_weighting =
     'central_mask'``): canvas = Σ_c T(W·O_c) / Σ_c T(W) with W the central box and T the shift
-    by −relative_c; pixels with Σ T(W) ≤ 1e-6 are 0. The numerator is masked too (trap 7), so
+    by −relative_c; pixels with Σ T(W) ≤ 1e-6 are 0. The numerator is masked too, so
     the canvas is a weighted mean of patch values and never amplifies a patch's periphery. The
     reference adds 1e-3 to the denominator (a 0.1 % bias); here the mean is exact.
     """

@@ -17,7 +17,7 @@ from attrs import frozen
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Canonical
 from runner.data.scan import Scan
-from runner.job.infer import Reconstruction
+from runner.infer.reconstruct import Reconstruction
 from runner.refine.engine import LIT_SHARE, Measurements, Refined, photons_per_unit, refine
 
 

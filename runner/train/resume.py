@@ -20,6 +20,10 @@ only), whether early stopping ended training, and the CSV logger's rows so far: 
 deletes ``logs/metrics.csv`` when a logger starts in a directory that holds one, so a resumed
 run logs those rows again before its own. A per-step row logged right after the checkpoint's
 step is not in it (Lightning logs a batch's step metrics after its ``on_train_batch_end``).
+
+Restoring the epoch sums and restarting the train loader touch private loop state
+(``fit_loop._combined_loader``, ``epoch_loop._results``); ``pyproject.toml`` bounds
+``lightning`` to the versions this is tested with for that reason.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ptycho_spec.errors import UsageError
-from runner.job import rundir
-from runner.job.sampling import ResumableLoader
+from runner import rundir
+from runner.train.sampling import ResumableLoader
 
 LAST = "last.ckpt"
 RESUME_KEY: Final = "ptycho_spec_resume"  # checkpoint entry holding this callback's state

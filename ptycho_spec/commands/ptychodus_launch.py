@@ -5,13 +5,13 @@ five hard-wired ``...ReconstructorLibrary(settings_registry, is_developer_mode_e
 whose results it hands to ``ProcessingCore``. It has no plugin hook or entry point for more
 (``PluginRegistry`` loads file formats only). :func:`install` therefore rebinds the one name
 ``ProcessingCore`` in ``ptychodus.model.core`` to a subclass that appends
-:class:`~runner.interop.reconstructor.PtychoSpecReconstructorLibrary` to the libraries it is
+:class:`~ptycho_spec.commands.ptychodus_library.PtychoSpecReconstructorLibrary` to the libraries it is
 given; every ``ModelCore`` built afterwards offers ``ptycho-spec_pinn`` and
 ``ptycho-spec_supervised``. Nothing else in ptychodus changes.
 
     ptycho-spec-ptychodus                       the ptychodus GUI
     ptycho-spec-ptychodus -b reconstruct -i IN -o OUT -s settings.ini
-    python -m runner.interop.launch ...         the same
+    python -m ptycho_spec.commands.ptychodus_launch ...   the same
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import ptychodus.model.core as core
 from ptychodus.api.reconstruct import ReconstructorLibrary
 from ptychodus.api.settings import SettingsRegistry
 
-from runner.interop.reconstructor import PtychoSpecReconstructorLibrary
+from ptycho_spec.commands.ptychodus_library import PtychoSpecReconstructorLibrary
 
 _ORIGINAL = core.ProcessingCore
 

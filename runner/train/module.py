@@ -15,10 +15,10 @@ import torch
 
 from ptycho_spec.schema import Model, Training
 from ptycho_spec.vocabulary import LEARNING_RATE, SUPERVISED_TERM, loss_weights
-from runner.job.optim import build_optimizer, build_scheduler, parameter_groups
 from runner.models.pinn import PtychoPINN
 from runner.physics import losses
 from runner.physics.scaling import ScalingConstants
+from runner.train.optim import build_optimizer, build_scheduler, parameter_groups
 
 
 class PtychoModule(pl.LightningModule):

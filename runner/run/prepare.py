@@ -1,4 +1,5 @@
-"""From a resolved run to scans and training groups: everything before the first output.
+"""From a resolved run to its scans, read or simulated and checked: everything before the
+first output.
 
 All data problems surface here, before the run directory is touched, so a bad data file exits
 with code 4 and leaves nothing half-written.
@@ -11,22 +12,16 @@ from typing import Final
 
 import attrs
 import numpy as np
-import torch
 from attrs import frozen
 
 from ptycho_spec.data_checks import check_patterns, check_probe
 from ptycho_spec.errors import DataError
-from ptycho_spec.resolve import split_counts
 from ptycho_spec.schema import Canonical
-from ptycho_spec.vocabulary import validation_groups
-from runner.data.grouping import Groups, group_scan
+from ptycho_spec.vocabulary import split_counts
 from runner.data.npz import read_npz
 from runner.data.scan import Scan
 from runner.data.simulate import simulate_scans
-from runner.job.sampling import GroupBatches
 from runner.physics.probe import probe_mask
-from runner.physics.scaling import ScalingConstants
-from runner.physics.shift import crop_patches
 
 
 @frozen(kw_only=True)
@@ -146,67 +141,3 @@ def subset(scan: Scan, keep: np.ndarray) -> Scan:
         y_px=scan.y_px[keep],
         scan_index=scan.scan_index[keep],
     )
-
-
-@frozen(kw_only=True)
-class TrainingSet:
-    """Grouped training data with its frozen scaling constants and its train/val split."""
-
-    scan: Scan
-    groups: Groups
-    scaling: ScalingConstants
-    train_ids: np.ndarray
-    val_ids: np.ndarray
-
-
-def training_set(c: Canonical, scan: Scan) -> TrainingSet:
-    groups = group_scan(
-        scan.x_px,
-        scan.y_px,
-        gridsize=c.model.gridsize,
-        n_groups=c.data.n_groups,
-        neighbor_count=c.data.neighbor_count,
-        sequential=c.data.sequential_sampling,
-        seed=c.seeds.grouping,
-        n_subsample=c.data.n_subsample,
-    )
-    scaling = ScalingConstants.from_training(
-        scan.masked_amplitude(), model=c.model, nphotons=c.training.nphotons, probe=scan.probe
-    )
-    order = np.random.default_rng(c.seeds.split).permutation(len(groups.indices))
-    n_val = validation_groups(len(order), c.training.val_fraction)
-    return TrainingSet(
-        scan=scan,
-        groups=groups,
-        scaling=scaling,
-        train_ids=np.sort(order[n_val:]),
-        val_ids=np.sort(order[:n_val]),
-    )
-
-
-def group_datasets(
-    ts: TrainingSet, *, supervised: bool
-) -> tuple[GroupBatches, GroupBatches | None]:
-    """Datasets over the training and the validation groups (None without any), sharing one
-    copy of the inputs in network units, the relative coordinates and, for supervised
-    training, the ground-truth object patches."""
-    tensors = {"x": torch.from_numpy(ts.scaling.network_input(ts.scan.masked_amplitude()))}
-    if supervised:
-        if ts.scan.object is None:
-            msg = 'model_type = "supervised" needs a ground-truth object (objectGuess)'
-            raise DataError(msg, path=ts.scan.source, key="objectGuess")
-        tensors["object"] = crop_patches(
-            torch.from_numpy(ts.scan.object),
-            torch.from_numpy(ts.scan.x_px),
-            torch.from_numpy(ts.scan.y_px),
-            ts.scan.N,
-        )
-
-    def over(ids: np.ndarray) -> GroupBatches:
-        return GroupBatches(
-            tensors=tensors,
-            indices=torch.from_numpy(ts.groups.indices[ids]),
-            per_group={"relative": torch.from_numpy(ts.groups.relative[ids].astype(np.float32))},
-        )
-
-    return over(ts.train_ids), (over(ts.val_ids) if len(ts.val_ids) else None)

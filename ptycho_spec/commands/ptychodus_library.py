@@ -1,5 +1,6 @@
 """The ptychodus reconstructor library "ptycho-spec": PtychoPINN trained and run by this project
-inside ptychodus 1.7.0 (``ptychodus.api.reconstruct``). The only module that imports ptychodus.
+inside ptychodus 1.7.0 (``ptychodus.api.reconstruct``). The only module that imports ptychodus
+besides its launcher; part of the command layer, since it compiles the specs it runs.
 
 * ``reconstruct`` turns a ``ReconstructInput`` into a ``Scan`` with ptychodus's own geometry
   (detector counts → amplitude, positions in metres → object pixels, ``bad_pixels`` → the
@@ -8,13 +9,13 @@ inside ptychodus 1.7.0 (``ptychodus.api.reconstruct``). The only module that imp
   ``get_progress_goal()`` (percent).
 * ``train(input_path, output_path)`` writes a spec for the data in ``input_path`` (ptychodus's
   batch layout ``product.h5`` + ``diffraction.h5``, or a training NPZ), compiles it into a lock
-  and runs it through ``runner.job.execute`` — the code of ``ptycho-spec run`` — in a worker
+  and runs it through ``runner.run.execute`` — the code of ``ptycho-spec run`` — in a worker
   thread, yielding each epoch's training and validation loss as it comes.
-* Models are our ``model.bundle`` files (``runner.job.bundle``: weights loaded with
+* Models are our ``model.bundle`` files (``runner.train.bundle``: weights loaded with
   ``weights_only=True``); training data are NPZ files in the PtychoPINN contract, amplitudes.
 
 ptychodus 1.7.0 builds its libraries in ``ptychodus.model.core.ModelCore``; there is no plugin
-hook for reconstructors. ``runner.interop.launch`` starts ptychodus with this library added.
+hook for reconstructors. ``ptycho_spec.commands.ptychodus_launch`` starts ptychodus with this library added.
 """
 
 from __future__ import annotations
@@ -47,17 +48,17 @@ from ptychodus.api.reconstruct import (
 from ptychodus.api.settings import SettingsRegistry
 
 from ptycho_spec import atomic
-from ptycho_spec import ptychodus_files as pf
 from ptycho_spec.bases import base_spec
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, RunError, UsageError
+from ptycho_spec.formats import ptychodus as pf
 from ptycho_spec.lock import Lock, loads_lock
 from ptycho_spec.schema import ACCELERATOR_ALIASES, Canonical, Execution
 from runner.data.npz import write_npz
 from runner.data.scan import Scan
-from runner.job.bundle import Bundle, read_bundle
-from runner.job.execute import execute, net_from_bundle
-from runner.job.infer import inference_groups, network_input, predict_patches, stitch_groups
+from runner.infer.reconstruct import inference_groups, network_input, predict_patches, stitch_groups
+from runner.run.execute import execute, net_from_bundle
+from runner.train.bundle import Bundle, read_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def load_model(path: Path) -> LoadedModel:
 def scan_from_input(parameters: ReconstructInput, *, labels: bool) -> Scan:
     """The input's patterns and positions as a ``Scan`` in the product object's pixel frame.
 
-    Checks what ``ptycho_spec.ptychodus_files`` checks of files (far field, one object layer,
+    Checks what ``ptycho_spec.formats.ptychodus`` checks of files (far field, one object layer,
     probe and object on one pixel grid, patterns the probe's size); ``labels`` carries the
     product's object as ``Scan.object`` (supervised training only: it is no ground truth).
     """
@@ -198,7 +199,7 @@ def reconstruct_in_steps(
     model: LoadedModel, scan: Scan, *, canvas_shape: tuple[int, int], device: torch.device
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(percent done, object stitched from the groups predicted so far), ``PROGRESS_STEPS``
-    times; the last is the object ``runner.job.infer.reconstruct`` stitches for the scan (up to
+    times; the last is the object ``runner.infer.reconstruct.reconstruct`` stitches for the scan (up to
     rounding: the batches differ). Each step stitches only its own groups and adds them to
     running weighted sums: stitching is a weighted mean."""
     c = model.canonical

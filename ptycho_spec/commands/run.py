@@ -1,5 +1,9 @@
-"""Handlers of the runner's subcommands; ``ptycho_spec.cli`` imports this module only when one
-of them runs, so the compiler's commands never load torch."""
+"""``run``, ``resume`` and ``export-npz``: parsed arguments → a lock (a spec compiled now, or a
+lock verified against its data files and this machine's environment) → the runner.
+
+The command layer (``ptycho_spec.commands``): ``ptycho_spec.cli`` imports this module only when
+one of these commands runs, so the compiler's commands never load torch.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ def _verified(lock: Lock, args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.job.execute import execute
+    from runner.run.execute import execute
 
     lock, records = _lock_for(args)
     for warning in lock.warnings:
@@ -68,8 +72,8 @@ def export_npz(args: argparse.Namespace) -> int:
 
 def resume(args: argparse.Namespace) -> int:
     """Continue the interrupted run in ``args.run_dir`` under its own lock, verified first."""
-    from runner.job.execute import execute
-    from runner.job.resume import resume_checkpoint
+    from runner.run.execute import execute
+    from runner.train.resume import resume_checkpoint
 
     out_dir = Path(args.run_dir)
     lock_file = out_dir / "run.lock.toml"

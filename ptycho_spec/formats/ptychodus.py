@@ -35,7 +35,7 @@ from attrs import frozen
 
 from ptycho_spec.data_checks import check_patterns, check_probe
 from ptycho_spec.errors import DataError
-from ptycho_spec.facts import ZIP_ERRORS, check_finite
+from ptycho_spec.formats.npz import ZIP_ERRORS, check_finite
 from ptycho_spec.lock import ArrayInfo
 
 # ptychodus ``ProductFileKeys`` and ``DiffractionFileKeys`` (api/io.py).
@@ -188,7 +188,7 @@ def _complex(path: str, key: str, values: np.ndarray) -> np.ndarray:
     if values.dtype.kind != "c":
         msg = f"must be complex, got {values.dtype}"
         raise DataError(msg, path=path, key=key)
-    check_finite(path, key, values)
+    check_finite(values, path=path, key=key)
     return values
 
 
@@ -277,7 +277,7 @@ def _positions(path: str, h5: h5py.File) -> tuple[np.ndarray, np.ndarray, np.nda
         if values.shape != index.shape or values.dtype.kind not in "iuf":
             msg = f"must be real with shape {index.shape}, got {values.dtype} {values.shape}"
             raise DataError(msg, path=path, key=key)
-        check_finite(path, key, values)
+        check_finite(values, path=path, key=key)
     return index.astype(np.int64), coords[0].astype(np.float64), coords[1].astype(np.float64)
 
 

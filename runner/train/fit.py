@@ -1,4 +1,5 @@
-"""Training: the DataModule, the callbacks that record the run, and ``fit``."""
+"""Training: the callback that records the run, and ``fit`` (the DataModule is
+``datamodule.py``)."""
 
 from __future__ import annotations
 
@@ -17,48 +18,11 @@ from ptycho_spec import atomic
 from ptycho_spec.lock import Lock, dumps_lock
 from ptycho_spec.schema import Canonical, Execution
 from ptycho_spec.vocabulary import logged_metrics
-from runner.job import effective
-from runner.job.bundle import Bundle
-from runner.job.module import PtychoModule
-from runner.job.prepare import TrainingSet, group_datasets
-from runner.job.sampling import EpochSampler, make_loader
-from runner.job.trainer import build_trainer, check_monitor
-
-
-class GroupsDataModule(pl.LightningDataModule):
-    """Training and validation loaders over the groups of a ``TrainingSet``.
-
-    Each rank's sampler shards the same seeded permutation, so the batches depend only on the
-    lock and the world size.
-    """
-
-    def __init__(self, ts: TrainingSet, *, c: Canonical, execution: Execution) -> None:
-        super().__init__()
-        self.c, self.execution = c, execution
-        self.train_set, self.val_set = group_datasets(
-            ts, supervised=c.model.model_type == "supervised"
-        )
-
-    def _loader(self, dataset: Any, *, shuffle: bool) -> DataLoader:
-        sampler = EpochSampler(
-            len(dataset),
-            seed=self.c.seeds.loader,
-            shuffle=shuffle and not self.c.data.sequential_sampling,
-            rank=self.trainer.global_rank if self.trainer else 0,
-            world_size=self.trainer.world_size if self.trainer else 1,
-        )
-        return make_loader(
-            dataset,
-            batch_size=self.c.training.batch_size,
-            sampler=sampler,
-            execution=self.execution,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+from runner.train import effective
+from runner.train.bundle import Bundle
+from runner.train.datamodule import GroupsDataModule, TrainingSet
+from runner.train.module import PtychoModule
+from runner.train.trainer import build_trainer, check_monitor
 
 
 class RunRecorder(pl.Callback):

@@ -3,7 +3,7 @@
 A far-field amplitude cannot see a patch's constant phase, so patches predicted one at a time
 disagree with their neighbours by one phase factor each (and by some scale), and their average
 draws a grid of patch-sized tiles. ``align_gains`` finds gains g ``(P,)`` that minimize the
-residual the stitch averages away (``runner/reconstruct/stitch.py``). With u_p(x) and w_p(x)
+residual the stitch averages away (``runner/infer/stitch.py``). With u_p(x) and w_p(x)
 patch p's weighted values and weights as the stitch splats them onto object pixel x
 (bilinear, after ``trim``, times the pixel weight), W = Σ_q w_q and Ō = Σ_q g_q·u_q / W the
 stitched object,

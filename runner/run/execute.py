@@ -25,15 +25,17 @@ from ptycho_spec import __version__, atomic
 from ptycho_spec.errors import LockError
 from ptycho_spec.lock import Lock, dumps_lock, loads_lock
 from ptycho_spec.schema import Canonical, Execution
+from runner import rundir
+from runner.infer.reconstruct import Reconstruction, collapsed, reconstruct, score
 from runner.interop.ptychodus_product import PRODUCT_OUTPUT, loss_values, write_product
-from runner.job import outputs, rundir
-from runner.job.bundle import Bundle, read_bundle, write_bundle
-from runner.job.infer import Reconstruction, collapsed, reconstruct, score
-from runner.job.prepare import Scans, load_scans, training_set
-from runner.job.train import train
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
 from runner.refine.stage import refine_reconstruction
+from runner.run import outputs
+from runner.run.prepare import Scans, load_scans
+from runner.train.bundle import Bundle, read_bundle, write_bundle
+from runner.train.datamodule import training_set
+from runner.train.fit import train
 
 COLLAPSE_WARNING = (
     "training ended on a flat object: the generator's amplitude and phase are nearly constant "

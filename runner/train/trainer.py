@@ -1,6 +1,6 @@
 """The Lightning ``Trainer``, its callbacks and its logger, built from ``[execution]`` alone.
 
-Every execution field reaches exactly one consumer here or in ``datamodule.loader_kwargs``;
+Every execution field reaches exactly one consumer here or in ``sampling.loader_kwargs``;
 ``tests/test_job_execution.py`` enumerates the fields and checks each one arrives.
 """
 
@@ -15,9 +15,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Training
-from runner.job.checkpoints import AtomicCheckpointIO
-from runner.job.resume import LAST, ResumeCheckpoint
-from runner.job.rundir import CHECKPOINT_DIR
+from runner.rundir import CHECKPOINT_DIR
+from runner.train.checkpoints import AtomicCheckpointIO
+from runner.train.resume import LAST, ResumeCheckpoint
 
 LOG_DIR = "logs"
 

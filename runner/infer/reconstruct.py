@@ -10,11 +10,11 @@ from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Canonical
 from runner.data.grouping import group_scan, input_scale
 from runner.data.scan import Scan
+from runner.infer.align import align_gains
+from runner.infer.stitch import stitch
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants, to_network_units
-from runner.reconstruct.align import align_gains
-from runner.reconstruct.stitch import stitch
 
 
 @frozen(kw_only=True)

@@ -1,1 +1,0 @@
-"""Reconstruction of a full object from predicted patches."""
