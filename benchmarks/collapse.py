@@ -65,13 +65,17 @@ def grid(seeds: Sequence[int], batches: Sequence[int], lrs: Sequence[str]) -> li
     ]
 
 
-def run_one(spec: str, sets: Sequence[str], out_dir: Path) -> tuple[dict, float, int]:
-    """Run ``spec`` with ``sets`` into ``out_dir``: (metrics.json or {}, wall seconds, exit code)."""
+def run_one(
+    spec: str, sets: Sequence[str], out_dir: Path, *, threads: int | None
+) -> tuple[dict, float, int]:
+    """Run ``spec`` with ``sets`` into ``out_dir`` (``threads`` torch CPU threads, None: torch's
+    default): (metrics.json or {}, wall seconds, exit code)."""
     cmd = ["ptycho-spec", "run", spec, "--out", str(out_dir), "--force"]
     for s in sets:
         cmd += ["--set", s]
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-2000:])
@@ -100,7 +104,8 @@ def row(sets: Sequence[str], metrics: dict, seconds: float, code: int) -> str:
 def header(args: argparse.Namespace) -> str:
     """Hardware, versions and the command, then the table's head."""
     return (
-        f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads per run: "
+        f"{args.threads or torch.get_num_threads()}; torch {torch.__version__}; "
         f"{time.strftime('%Y-%m-%d')}\n\n"
         f"Command: `python benchmarks/collapse.py {' '.join(sys.argv[1:])}`; "
         f"spec `{args.spec}`, common settings `{' '.join(args.common)}`\n\n"
@@ -122,6 +127,9 @@ def parse_args() -> argparse.Namespace:
         "10 epochs; lr 4e-3 warmup_cosine 12 epochs)",
     )
     parser.add_argument("--keep-refine", action="store_true", help="do not set refine.iterations=0")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: unset)"
+    )
     parser.add_argument("--out", default="collapse_sweep.md", help="Markdown table written here")
     parser.add_argument("--workdir", default=None, help="run directories (default: a temp dir)")
     args = parser.parse_args()
@@ -138,7 +146,9 @@ def main() -> None:
     out.write_text(header(args))
     for i, sets in enumerate(settings):
         full = (*sets, *args.common)
-        metrics, seconds, code = run_one(args.spec, full, workdir / f"run{i:02d}")
+        metrics, seconds, code = run_one(
+            args.spec, full, workdir / f"run{i:02d}", threads=args.threads
+        )
         line = row(full, metrics, seconds, code)
         with out.open("a") as f:
             f.write(line + "\n")
