@@ -11,7 +11,8 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 
@@ -48,7 +49,6 @@ COLLAPSE_WARNING = (
 def configure_process(execution: Execution) -> None:
     """Process-wide settings the lock controls, and a quiet Lightning."""
     torch.set_float32_matmul_precision(execution.matmul_precision)
-    torch.set_flush_denormal(True)  # saturated units' subnormal gradients made CPU steps 10× slower
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
@@ -88,19 +88,33 @@ def execute(
     scans = load_scans(c)
     bundle = _load_bundle(c) if c.run.task == "infer" else None
     if rank_zero_only.rank != 0:
-        _train_and_reconstruct(
-            lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
-        )
+        with _denormals_flushed():
+            _train_and_reconstruct(
+                lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
+            )
         return out_dir
     with rundir.claim(out_dir, force=force, resume=resume_from is not None):
         atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
         for name, text in records.items():
             atomic.write_text(out_dir / name, text)
-        _train_and_reconstruct(
-            lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
-        )
+        with _denormals_flushed():
+            _train_and_reconstruct(
+                lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
+            )
         rundir.mark_complete(out_dir, digest=lock.header.digest)
     return out_dir
+
+
+@contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """Subnormal floats flushed to zero while the run computes (saturated units' subnormal
+    gradients once made CPU steps 10× slower), and the process's default restored after: the
+    setting is global CPU state, and a host process (tests, the ptychodus GUI) keeps running."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _train_and_reconstruct(
