@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from hardware import cpu_model
 
 FLAT_WARNING_START = "training ended on a flat object"
 
@@ -41,18 +41,6 @@ EXTRA_SETTINGS: tuple[tuple[str, ...], ...] = (
         "training.nepochs=12",
     ),
 )
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def grid(seeds: Sequence[int], batches: Sequence[int], lrs: Sequence[str]) -> list[tuple[str, ...]]:

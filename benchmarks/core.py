@@ -12,30 +12,19 @@ the device. Usage::
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from hardware import cpu_model
 
 from ptycho_spec.schema import Model
 from runner.data.simulate import disk_probe
 from runner.models.pinn import PtychoPINN
 from runner.physics.losses import poisson_nll
 from runner.physics.scaling import ScalingConstants
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _sync(device: torch.device) -> None:
@@ -120,7 +109,7 @@ def main() -> None:
     device = torch.device(args.device)
     accel = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(
-        f"CPU: {_cpu_model()}; torch threads {torch.get_num_threads()}; torch {torch.__version__}; accelerator: {accel}"
+        f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}; torch {torch.__version__}; accelerator: {accel}"
     )
     print(
         f"batch {args.batch} samples, median of {args.repeats} after {args.warmup} warm-up, float32, Poisson loss, Adam"

@@ -44,7 +44,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import objects  # noqa: E402  (the repository root on the path first)
+from benchmarks.hardware import host  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 RUN1084 = SHARED / "run1084_lcls_xpp.npz"
@@ -548,21 +548,6 @@ def table(rows: Sequence[dict]) -> str:
                 f"{s['shift_px'][0]:+.1f}, {s['shift_px'][1]:+.1f} | {wall[method]} |"
             )
     return "\n".join(lines)
-
-
-def host() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}; {gpu}; torch {torch.__version__}; {torch.get_num_threads()} threads"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

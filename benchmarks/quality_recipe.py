@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+from hardware import host
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN1084 = ROOT.parent / "shared" / "data" / "run1084_lcls_xpp.npz"
@@ -126,21 +126,6 @@ def run_once(folder: Path, *, epochs: int, args: argparse.Namespace, probe: str)
         "wall_s": wall,
         "device": effective["accelerator"]["effective"],
     }
-
-
-def host() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}; {gpu}; torch {torch.__version__}; {torch.get_num_threads()} threads"
 
 
 def main() -> None:

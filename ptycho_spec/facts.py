@@ -314,12 +314,16 @@ class HostFacts:
     """The compiling process and machine.
 
     ``accelerator`` is ``"cuda"``, ``"mps"`` or ``"cpu"``; ``device_count`` counts its devices.
-    ``cwd`` anchors relative paths given by environment variables and ``--set``.
+    ``cpu_threads`` is the intra-op thread count the host offers, and ``cpu_threads_source``
+    says where it came from. ``cwd`` anchors relative paths given by environment variables and
+    ``--set``.
     """
 
     cwd: str
     accelerator: str = "cpu"
     device_count: int = 1
+    cpu_threads: int = 1
+    cpu_threads_source: str = "the default"
     terminal: bool = False
     installed: frozenset[str] = frozenset()
     environment: Environment = attrs.field(
@@ -332,14 +336,27 @@ def read_host(environ: Mapping[str, str], *, full: bool = True) -> HostFacts:
     cuda = torch_cuda_version()
     accelerator, count = _accelerator(environ, cuda)
     installed = frozenset(p for p in OPTIONAL_LOGGERS if importlib.util.find_spec(p) is not None)
+    threads, threads_source = cpu_threads(environ)
     host = HostFacts(
         cwd=os.getcwd(),
         accelerator=accelerator,
         device_count=count,
+        cpu_threads=threads,
+        cpu_threads_source=threads_source,
         terminal=sys.stderr.isatty(),
         installed=installed,
     )
     return attrs.evolve(host, environment=read_environment(cuda)) if full else host
+
+
+def cpu_threads(environ: Mapping[str, str]) -> tuple[int, str]:
+    """Intra-op threads for this host and where the number came from: ``OMP_NUM_THREADS`` when
+    it is a positive integer (torch honours it too), else the CPUs this process may run on."""
+    requested = environ.get("OMP_NUM_THREADS", "").strip()
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested), f"OMP_NUM_THREADS={requested}"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return usable or 1, f"{usable or 1} CPU(s) usable on the compiling host"
 
 
 def torch_cuda_version() -> str | None:

@@ -52,7 +52,7 @@ from ptycho_spec.toml_lines import decode_error, parse_toml
 from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 
 FORMAT_VERSION: Final = 1
-FORMAT_REVISION: Final = 1
+FORMAT_REVISION: Final = 2
 # The keys each revision of format 1 added, with the values that reproduce how a lock written
 # before them ran: revision 0 had no refinement and averaged patches without aligning them.
 ADDED_IN_REVISION: Final = MappingProxyType(
@@ -67,6 +67,8 @@ ADDED_IN_REVISION: Final = MappingProxyType(
                 ("canonical", "seeds", "refine"): 0,
             }
         ),
+        # Revision 1 left the intra-op thread count to torch on the replaying host.
+        2: MappingProxyType({("execution", "cpu_threads"): None}),
     }
 )
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")
@@ -304,7 +306,7 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
         if last in table:
             msg = f"invalid lock: {dotted(path)} is not part of format revision {revision}"
             raise LockError(msg)
-        table[last] = _plain(value)
+        table[last] = to_toml_tree(value)
     return upgraded
 
 
@@ -328,10 +330,6 @@ def _put(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
     for name in parents:
         tree = tree[name]
     tree[last] = value
-
-
-def _plain(value: Any) -> Any:
-    return {k: _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
 
 
 def _pop(tree: dict[str, Any], path: KeyPath) -> None:

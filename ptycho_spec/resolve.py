@@ -618,6 +618,8 @@ def _execution(run: _Run) -> None:
             "single_device" if processes == 1 else "ddp",
             f"{processes} process(es)",
         )
+    if run.auto("execution.cpu_threads"):
+        _cpu_threads(run)
     if run.auto("execution.enable_progress_bar"):
         terminal = run.host.terminal
         run.set(
@@ -628,6 +630,17 @@ def _execution(run: _Run) -> None:
             ),
         )
     _checkpoint_monitor(run)
+
+
+def _cpu_threads(run: _Run) -> None:
+    """The host's threads, shared among the processes of a CPU run on one node."""
+    execution, host = run.spec.execution, run.host
+    processes = execution.devices if execution.accelerator == "cpu" else 1
+    if not isinstance(processes, int):
+        return  # devices is unresolved: its own error is already reported
+    threads = max(1, host.cpu_threads // processes)
+    detail = host.cpu_threads_source + (f", over {processes} processes" if processes > 1 else "")
+    run.set("execution.cpu_threads", threads, Origin("host", detail=detail))
 
 
 def _checkpoint_monitor(run: _Run) -> None:

@@ -529,7 +529,9 @@ class Refine:
 
 @frozen
 class Execution:
-    """How the run executes. Only precision and deterministic may change numerics."""
+    """How the run executes. Only precision, deterministic and cpu_threads may change numerics
+    (cpu_threads in the last bits of CPU results: a reduction split over more threads adds in
+    another order)."""
 
     accelerator: Accelerator | Literal["auto"] = setting(
         AUTO,
@@ -560,6 +562,14 @@ class Execution:
         "highest", doc="torch.set_float32_matmul_precision."
     )
     compile: bool = setting(False, doc="torch.compile the generator.")
+    cpu_threads: int | Literal["auto"] | None = setting(
+        AUTO,
+        doc="Intra-op CPU threads of each process (torch.set_num_threads). Pinned because it "
+        "changes the last bits of CPU results; none leaves torch's default for the host.",
+        auto="OMP_NUM_THREADS if set on the compiling host, else the CPUs the compiling process "
+        "may use, divided among the devices of a CPU run",
+        checks=(ge(1),),
+    )
     num_workers: int = setting(0, doc="DataLoader worker processes.", checks=(ge(0),))
     pin_memory: bool = setting(False, doc="DataLoader pin_memory.")
     persistent_workers: bool = setting(False, doc="Keep DataLoader workers between epochs.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from strategies import compile_text, toml, write_scan_npz
 from ptycho_spec.errors import DataError
 from ptycho_spec.facts import (
     InputPaths,
+    cpu_threads,
     file_digest,
     npz_arrays,
     nvidia_device_count,
@@ -285,6 +287,14 @@ class TestHost:
         host = read_host({}, full=True)
         assert host.accelerator == "cpu" and host.device_count == 1
         assert host.environment.torch is not None and host.environment.numpy is not None
+
+    def test_cpu_threads(self) -> None:
+        """OMP_NUM_THREADS decides the host's thread count when it is a positive integer, else
+        the CPUs this process may run on."""
+        assert cpu_threads({"OMP_NUM_THREADS": "3"}) == (3, "OMP_NUM_THREADS=3")
+        usable = len(os.sched_getaffinity(0))
+        for environ in ({}, {"OMP_NUM_THREADS": "0"}, {"OMP_NUM_THREADS": "many"}):
+            assert cpu_threads(environ)[0] == usable
 
     def test_light_host_skips_versions(self) -> None:
         """What validate reads leaves versions and git out."""

@@ -98,6 +98,25 @@ class TestTasks:
             trained / "reconstruction.npz"
         )
 
+    def test_infer_with_refinement(self, trained: Path, tmp_path: Path) -> None:
+        """An inference run refines the bundle's reconstruction against every pattern: the
+        PINN's object is the training run's, and the refined one fits the patterns better."""
+        spec = infer_spec(tmp_path, trained)
+        spec.write_text(spec.read_text() + "[refine]\niterations = 4\nprobe = true\n")
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        lock = read_lock(tmp_path / "run" / "run.lock.toml")
+        assert lock.resolved.canonical.refine.iterations == 4
+        nll = json.loads((tmp_path / "run" / "metrics.json").read_text())["refine"][
+            "nll_per_iteration"
+        ]
+        assert len(nll) == 5 and nll[-1] < nll[0]
+        with (
+            np.load(tmp_path / "run" / "reconstruction.npz") as refined,
+            np.load(trained / "reconstruction.npz") as pinn,
+        ):
+            np.testing.assert_array_equal(refined["pinn_object"], pinn["object"])
+            assert refined["probe"].shape == (lock.resolved.canonical.model.N,) * 2
+
     def test_probe_stitching(self, trained: Path, tmp_path: Path) -> None:
         """inference.stitch = "probe" weights each patch pixel by the model's |M·P̂|²: the
         coverage becomes Σ|P̂|² instead of a count (0 where the disk probe is dark) and the

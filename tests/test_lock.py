@@ -26,6 +26,8 @@ from ptycho_spec.verify import check_lock, enforce
 SPEC = toml({"data": {"source": "simulate", "n_groups": "all"}, "run": {"task": "train"}})
 # A train+infer lock of a simulated run, written by ptycho-spec before format revision 1.
 REVISION_0 = Path(__file__).parent / "data" / "locks" / "format1-revision0.lock.toml"
+# A refined train+infer lock written before format revision 2 (no pinned thread count).
+REVISION_1 = Path(__file__).parent / "data" / "locks" / "format1-revision1.lock.toml"
 
 
 @pytest.fixture
@@ -192,6 +194,20 @@ class TestFormatRevisions:
         drifts = enforce(check_lock(read_lock(REVISION_0), HOST))
         assert {d.kind for d in drifts} <= {"environment"}
 
+    def test_revision_1_leaves_threads_to_torch(self) -> None:
+        """A lock written before revision 2 reads with no pinned thread count (what it ran
+        with), keeps its refinement, and writes back as it was."""
+        text = REVISION_1.read_text(encoding="utf-8")
+        lock = loads_lock(text)
+        assert lock.header.format_revision == 1
+        assert lock.resolved.execution.cpu_threads is None
+        assert lock.resolved.canonical.refine.iterations == 5
+        assert dumps_lock(lock) == text and "cpu_threads" not in text
+
+    def test_new_locks_pin_threads(self, lock: Lock) -> None:
+        """A spec compiled now locks the host's thread count."""
+        assert lock.resolved.execution.cpu_threads == HOST.cpu_threads
+
     def test_new_locks_align_patches(self, lock: Lock) -> None:
         """A spec compiled now aligns patches unless told otherwise."""
         assert lock.resolved.canonical.inference.align_patches is True
@@ -199,7 +215,10 @@ class TestFormatRevisions:
     def test_newer_revision(self, lock: Lock) -> None:
         """A lock of a later revision asks for a newer ptycho-spec."""
         text = _edit(dumps_lock(lock), {"lock.format_revision": FORMAT_REVISION + 1})
-        with pytest.raises(LockError, match=r"format_revision 2 is newer .* upgrade ptycho-spec"):
+        with pytest.raises(
+            LockError,
+            match=rf"format_revision {FORMAT_REVISION + 1} is newer .* upgrade ptycho-spec",
+        ):
             loads_lock(text)
 
     def test_key_of_a_later_revision(self) -> None:

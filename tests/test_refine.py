@@ -231,7 +231,8 @@ class TestRefine:
         a, b = run_refine(scan, iterations=3), run_refine(scan, iterations=3)
         c = run_refine(scan, iterations=3, seed=1)
         assert torch.equal(a.object, b.object) and a.nll == b.nll
-        assert not torch.equal(a.object, c.object)
+        # another order takes other steps, not just other last bits
+        assert (a.object - c.object).abs().max() > 1e-4 * a.object.abs().max()
 
     def test_zero_iterations_keep_the_start(self, scan: dict[str, torch.Tensor]) -> None:
         """No iteration: the object is the start, the NLL is evaluated once."""

@@ -310,6 +310,20 @@ class TestExecution:
         assert (execution.accelerator, execution.devices, execution.strategy) == ("cuda", 4, "ddp")
         assert lock.provenance["execution.devices"].layer == "host"
 
+    def test_cpu_threads_from_the_host(self) -> None:
+        """ "auto" locks the host's thread count, shared among the processes of a CPU run; a GPU
+        run's one process per device keeps them all."""
+        host = attrs.evolve(HOST, cpu_threads=8, cpu_threads_source="8 CPU(s) usable")
+        lock = compiled({"execution": {"devices": 2, "strategy": "ddp"}}, host=host)
+        assert lock.resolved.execution.cpu_threads == 4
+        assert lock.provenance["execution.cpu_threads"] == Origin(
+            "host", detail="8 CPU(s) usable, over 2 processes"
+        )
+        gpu = {"accelerator": "cuda", "devices": 2, "strategy": "ddp"}
+        assert compiled({"execution": gpu}, host=host).resolved.execution.cpu_threads == 8
+        pinned = compiled({"execution": {"cpu_threads": 3}}, host=host)
+        assert pinned.resolved.execution.cpu_threads == 3
+
     def test_gpu_requested_on_a_cpu_host(self) -> None:
         """An explicit GPU run compiled on a CPU host warns; counting its GPUs is an error."""
         lock = compiled({"execution": {"accelerator": "cuda", "devices": 2, "strategy": "ddp"}})

@@ -85,36 +85,41 @@ def execute(
     if resume_from is not None:
         # a resume continues the logs and checkpoints it finds (``resume.py``)
         warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty.*")
-    scans = load_scans(c)
-    bundle = _load_bundle(c) if c.run.task == "infer" else None
-    if rank_zero_only.rank != 0:
-        with _denormals_flushed():
+    with _cpu_state(e):
+        scans = load_scans(c)
+        bundle = _load_bundle(c) if c.run.task == "infer" else None
+        if rank_zero_only.rank != 0:
             _train_and_reconstruct(
                 lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
             )
-        return out_dir
-    with rundir.claim(out_dir, force=force, resume=resume_from is not None):
-        atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
-        for name, text in records.items():
-            atomic.write_text(out_dir / name, text)
-        with _denormals_flushed():
+            return out_dir
+        with rundir.claim(out_dir, force=force, resume=resume_from is not None):
+            atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
+            for name, text in records.items():
+                atomic.write_text(out_dir / name, text)
             _train_and_reconstruct(
                 lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
             )
-        rundir.mark_complete(out_dir, digest=lock.header.digest)
+            rundir.mark_complete(out_dir, digest=lock.header.digest)
     return out_dir
 
 
 @contextmanager
-def _denormals_flushed() -> Iterator[None]:
-    """Subnormal floats flushed to zero while the run computes (saturated units' subnormal
-    gradients once made CPU steps 10× slower), and the process's default restored after: the
-    setting is global CPU state, and a host process (tests, the ptychodus GUI) keeps running."""
+def _cpu_state(execution: Execution) -> Iterator[None]:
+    """The lock's intra-op thread count (it decides how CPU reductions split, so the last bits
+    of every result: simulation, training, refinement) and subnormal floats flushed to zero
+    (saturated units' subnormal gradients once made CPU steps 10× slower), both while the run
+    computes. The process's own settings come back after: they are global CPU state, and a
+    host process (tests, the ptychodus GUI) keeps running."""
+    threads = torch.get_num_threads()
+    if execution.cpu_threads is not None:
+        torch.set_num_threads(execution.cpu_threads)
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
         torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
 
 
 def _train_and_reconstruct(

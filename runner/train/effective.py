@@ -111,7 +111,7 @@ def record(
         ),
         "logger": (execution.logger, type(trainer.logger).__name__ if trainer.logger else "none"),
         "log_every_n_steps": (execution.log_every_n_steps, trainer.log_every_n_steps),
-        "torch_threads": (None, torch.get_num_threads()),
+        "cpu_threads": (execution.cpu_threads, torch.get_num_threads()),
     }
     return {k: {"requested": _none(r), "effective": _none(e)} for k, (r, e) in pairs.items()}
 
