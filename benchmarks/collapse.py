@@ -8,6 +8,7 @@ as each run finishes, so an interrupted sweep keeps what it measured. Usage::
 
     python benchmarks/collapse.py --out /tmp/collapse_sweep.md
     python benchmarks/collapse.py --seeds 1 --batches 4 --lrs 2e-3 --no-extra   # one run
+    python benchmarks/collapse.py --batches 4 8 --lrs 4e-3 8e-3 --set training.nepochs=3
 
 ``--set refine.iterations=0`` is passed to every run unless ``--keep-refine``: the sweep is
 about training, and refinement would repair a flat PINN object after the fact.
@@ -74,7 +75,7 @@ def run_one(
 
 def row(sets: Sequence[str], metrics: dict, seconds: float, code: int) -> str:
     """One Markdown table row for a finished run."""
-    label = ", ".join(s.split(".", 1)[1] for s in sets if not s.startswith("refine."))
+    label = ", ".join(s.split(".", 1)[1] for s in sets)
     if code != 0:
         return f"| {label} | exit {code} | | | | | {seconds:.0f} |"
     rec = metrics.get("pinn_reconstruction") or metrics.get("reconstruction") or {}
@@ -118,10 +119,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: unset)"
     )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a --set for every run (repeatable), e.g. training.nepochs=3 for a shorter sweep",
+    )
     parser.add_argument("--out", default="collapse_sweep.md", help="Markdown table written here")
     parser.add_argument("--workdir", default=None, help="run directories (default: a temp dir)")
     args = parser.parse_args()
-    args.common = [] if args.keep_refine else ["refine.iterations=0"]
+    args.common = [*args.sets, *([] if args.keep_refine else ["refine.iterations=0"])]
     return args
 
 
@@ -137,7 +146,7 @@ def main() -> None:
         metrics, seconds, code = run_one(
             args.spec, full, workdir / f"run{i:02d}", threads=args.threads
         )
-        line = row(full, metrics, seconds, code)
+        line = row(sets, metrics, seconds, code)
         with out.open("a") as f:
             f.write(line + "\n")
         print(line, flush=True)

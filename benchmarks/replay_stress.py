@@ -36,6 +36,20 @@ from pathlib import Path
 import numpy as np
 from hardware import host
 
+# lock name → its --set overrides beyond SMALL
+LOCKS = {
+    "pinned": (),
+    "workers": ("execution.num_workers=2",),
+    "unpinned": ("execution.cpu_threads=none",),
+}
+# (name, lock, environment of the replays, busy CPU)
+CONDITIONS = (
+    ("plain", "pinned", {}, False),
+    ("busy", "pinned", {}, True),
+    ("omp1", "pinned", {"OMP_NUM_THREADS": "1"}, False),
+    ("workers", "workers", {}, True),
+    ("unpinned-omp1", "unpinned", {"OMP_NUM_THREADS": "1"}, False),
+)
 SMALL = (
     "training.nepochs=1",
     "data.n_groups=256",
@@ -106,24 +120,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--burners", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--out", default="replay_stress.md")
+    parser.add_argument("--conditions", nargs="+", choices=[c[0] for c in CONDITIONS])
     args = parser.parse_args(argv)
+    conditions = [c for c in CONDITIONS if args.conditions is None or c[0] in args.conditions]
     work = Path(tempfile.mkdtemp(prefix="replay_stress_"))
-    locks = {
-        "pinned": (),
-        "workers": ("execution.num_workers=2",),
-        "unpinned": ("execution.cpu_threads=none",),
-    }
-    for name, sets in locks.items():
-        compile_lock(args.spec, work / f"{name}.lock.toml", sets)
-    conditions = [  # (name, lock, environment, busy)
-        ("plain", "pinned", {}, False),
-        ("busy", "pinned", {}, True),
-        ("omp1", "pinned", {"OMP_NUM_THREADS": "1"}, False),
-        ("workers", "workers", {}, True),
-        ("unpinned-omp1", "unpinned", {"OMP_NUM_THREADS": "1"}, False),
-    ]
     references = {}
-    for name in locks:
+    for name in sorted({lock for _, lock, _, _ in conditions}):
+        compile_lock(args.spec, work / f"{name}.lock.toml", LOCKS[name])
         run(work / f"{name}.lock.toml", work / f"{name}-reference")
         references[name] = digest(work / f"{name}-reference")
     lines = [

@@ -68,6 +68,26 @@ def lines_groups(model, *, nphotons: float):
     return obj, probe, scaling, groups, inputs, torch.from_numpy(groups.relative).float()
 
 
+def train(net, optimizer, scaling, inputs, relative, *, steps: int, batch: int) -> list[float]:
+    """``steps`` optimizer steps on random batches of ``batch`` groups (seeded); the losses."""
+    order = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        pick = torch.randint(0, len(inputs), (batch,), generator=order)
+        pred = net(inputs[pick], relative[pick])
+        loss = poisson_nll(
+            pred.amplitude,
+            inputs[pick],
+            photon_scale=scaling.photon_scale,
+            mean_photons=scaling.mean_photons,
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.slow
 def test_pinn_beats_a_flat_object(make_model) -> None:
     """Stitched amplitude and phase beat a flat object by a clear SSIM margin (and phase MAE)."""
@@ -77,21 +97,7 @@ def test_pinn_beats_a_flat_object(make_model) -> None:
     torch.manual_seed(0)
     net = PtychoPINN(model=model, probe=torch.from_numpy(probe), scaling=scaling)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    order = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(STEPS):
-        batch = torch.randint(0, len(inputs), (BATCH,), generator=order)
-        pred = net(inputs[batch], relative[batch])
-        loss = poisson_nll(
-            pred.amplitude,
-            inputs[batch],
-            photon_scale=scaling.photon_scale,
-            mean_photons=scaling.mean_photons,
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train(net, optimizer, scaling, inputs, relative, steps=STEPS, batch=BATCH)
     assert np.mean(losses[-50:]) < 0.3 * np.mean(losses[:50])
 
     with torch.inference_mode():
@@ -117,21 +123,7 @@ def test_large_steps_keep_learning(make_model) -> None:
     torch.manual_seed(0)
     net = PtychoPINN(model=model, probe=torch.from_numpy(probe), scaling=scaling)
     optimizer = build_optimizer(parameter_groups(net, training), training)
-    order = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(40):
-        batch = torch.randint(0, len(inputs), (8,), generator=order)
-        pred = net(inputs[batch], relative[batch])
-        loss = poisson_nll(
-            pred.amplitude,
-            inputs[batch],
-            photon_scale=scaling.photon_scale,
-            mean_photons=scaling.mean_photons,
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train(net, optimizer, scaling, inputs, relative, steps=40, batch=8)
     assert max(losses) < 4 * losses[0]
 
     with torch.inference_mode():

@@ -112,6 +112,9 @@ def record(
         "logger": (execution.logger, type(trainer.logger).__name__ if trainer.logger else "none"),
         "log_every_n_steps": (execution.log_every_n_steps, trainer.log_every_n_steps),
         "cpu_threads": (execution.cpu_threads, torch.get_num_threads()),
+        # the vector kernels torch picked for this CPU (AVX2, AVX512, ...): another set adds in
+        # another order, so a replay on such a host agrees only to tolerance
+        "cpu_capability": (None, torch.backends.cpu.get_cpu_capability()),
     }
     return {k: {"requested": _none(r), "effective": _none(e)} for k, (r, e) in pairs.items()}
 
