@@ -3,7 +3,9 @@
 :func:`check_layers` and :func:`compile_run` are pure: they read only the layers, the input
 facts and the host facts given to them. :func:`validate_spec` and :func:`compile_spec` are the
 I/O wrappers the command line uses: they read spec files, the environment, data headers and
-the host. ``validate`` never opens data files or bundles; ``compile`` does.
+the host. ``validate`` never opens data files or bundles; ``compile`` does. Resolution works
+on absolute paths; the lock names the files below the spec's folder relative to it
+(``ptycho_spec.locate``), so that its digest does not depend on where the project lives.
 """
 
 from __future__ import annotations

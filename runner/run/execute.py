@@ -7,6 +7,7 @@ is written last. Under DDP every rank trains, and only global rank 0 writes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -91,17 +92,19 @@ def execute(
     scans = load_scans(c, paths)
     bundle = _load_bundle(c, paths["bundle"]) if c.run.task == "infer" else None
     found = effective.inputs(lock, paths)
+    work = functools.partial(
+        _train_and_reconstruct,
+        lock,
+        scans,
+        bundle,
+        found,
+        out_dir=out_dir,
+        ckpt_path=resume_from,
+        callbacks=callbacks,
+    )
     if rank_zero_only.rank != 0:
         with _denormals_flushed():
-            _train_and_reconstruct(
-                lock,
-                scans,
-                bundle,
-                found,
-                out_dir=out_dir,
-                ckpt_path=resume_from,
-                callbacks=callbacks,
-            )
+            work()
         return out_dir
     with rundir.claim(out_dir, force=force, resume=resume_from is not None):
         atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
@@ -109,15 +112,7 @@ def execute(
         for name, text in records.items():
             atomic.write_text(out_dir / name, text)
         with _denormals_flushed():
-            _train_and_reconstruct(
-                lock,
-                scans,
-                bundle,
-                found,
-                out_dir=out_dir,
-                ckpt_path=resume_from,
-                callbacks=callbacks,
-            )
+            work()
         rundir.mark_complete(out_dir, digest=lock.header.digest)
     return out_dir
 
