@@ -395,7 +395,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     ),
     Command(
         "verify",
-        "check a lock against its data files and this machine (exit 3 on a difference)",
+        "find a lock's data files, check them and this machine against it (exit 3 on a difference)",
         _verify_arguments,
         _verify,
     ),
