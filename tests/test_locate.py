@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 from replay_kit import array_hashes, assert_same_results, sha256
+from test_lock import _redigest
 from test_replay_verify import NPZ_SPEC, write_scan
 
 from ptycho_spec.cli import main
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.locate import locate_inputs, recorded_path
-from ptycho_spec.lock import DIGESTED_TABLES, UNDIGESTED, _digest, dumps_lock, read_lock
+from ptycho_spec.lock import Lock, dumps_lock, read_lock
 from ptycho_spec.toml_lines import parse_toml
 
 SPEC = NPZ_SPEC.replace('train_file = "train.npz"', 'train_file = "data/train.npz"')
@@ -36,7 +37,8 @@ enable_progress_bar = false
 
 
 def make_project(root: Path) -> Path:
-    """``root/spec.toml`` training on ``root/data/train.npz``, compiled to ``root/spec.lock.toml``."""
+    """``root/spec.toml`` training on ``root/data/train.npz``, compiled beside it to
+    ``root/spec.lock.toml``."""
     (root / "data").mkdir(parents=True)
     write_scan(root / "data" / "train.npz")
     (root / "spec.toml").write_text(SPEC)
@@ -63,13 +65,7 @@ def absolute_revision_1(lock_path: Path, out: Path) -> Path:
     for origin in data["provenance"].values():
         if "file" in origin:
             origin["file"] = str(project / origin["file"])
-    header = {k: v for k, v in data["lock"].items() if k not in UNDIGESTED}
-    header["tables"] = {t: _digest(data[t]) for t in DIGESTED_TABLES}
-    body = {k: v for k, v in data.items() if k != "lock"}
-    data["lock"] = {**header, "digest": _digest({**body, "lock": header})}
-    from ptycho_spec.lock import Lock
-
-    out.write_text(dumps_lock(Lock.from_dict(data)))
+    out.write_text(dumps_lock(Lock.from_dict(_redigest(data))))
     return out
 
 

@@ -158,11 +158,12 @@ def _redigest(data: dict[str, object]) -> dict[str, object]:
     """Recompute the digests of an edited lock dict (to reach the checks after the digest)."""
     from ptycho_spec.lock import DIGESTED_TABLES, UNDIGESTED, _digest
 
-    header = {k: v for k, v in data["lock"].items() if k not in UNDIGESTED}  # type: ignore[attr-defined]
+    lock: dict[str, object] = data["lock"]  # type: ignore[assignment]
+    header = {k: v for k, v in lock.items() if k not in UNDIGESTED}
     header["tables"] = {t: _digest(data[t]) for t in DIGESTED_TABLES}
     body = {k: v for k, v in data.items() if k != "lock"}
     digest = _digest({**body, "lock": header})
-    return {**body, "lock": {**data["lock"], **header, "digest": digest}}  # type: ignore[dict-item]
+    return {**body, "lock": {**lock, **header, "digest": digest}}
 
 
 class TestFormatRevisions:

@@ -80,9 +80,10 @@ def execute(
     """Run ``lock`` into ``out_dir`` and return ``out_dir``.
 
     ``paths`` (role → file) are the lock's data files where the command layer found them
-    (``ptycho_spec.locate``), recorded in ``effective.toml``; ``resume_from``, a checkpoint of this lock's interrupted run in ``out_dir``, continues its
-    training; ``records`` (file name → text) are written beside the lock, e.g. the drift it
-    ran with. ``callbacks`` join the Trainer's (the ptychodus reconstructor's loss feed).
+    (``ptycho_spec.locate``), recorded in ``effective.toml``; ``resume_from``, a checkpoint of
+    this lock's interrupted run in ``out_dir``, continues its training; ``records`` (file name
+    → text) are written beside the lock, e.g. the drift it ran with. ``callbacks`` join the
+    Trainer's (the ptychodus reconstructor's loss feed).
     """
     c, e = lock.resolved.canonical, lock.resolved.execution
     configure_process(e)
