@@ -260,6 +260,15 @@ def _add_drift_flags(parser: argparse.ArgumentParser) -> None:
         choices=("data",),
         help="run although data files changed since the lock (recorded in the run directory)",
     )
+    parser.add_argument(
+        "--data-dir",
+        dest="data_dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also look for the lock's data files in DIR, by file name (repeatable; also "
+        "PTYCHO_DATA_DIRS); a file counts only with the locked sha256 and size",
+    )
 
 
 # --- verify and resume ------------------------------------------------------------------------
@@ -272,15 +281,26 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     from ptycho_spec.facts import read_host
+    from ptycho_spec.locate import data_dirs, locate_inputs
     from ptycho_spec.lock import read_lock
     from ptycho_spec.verify import check_lock, enforce
 
-    lock = read_lock(_lock_path(args.target))
+    path = _lock_path(args.target)
+    lock = read_lock(path)
+    located = locate_inputs(
+        lock,
+        lock_dir=os.path.dirname(os.path.abspath(path)),
+        data_dirs=data_dirs(args.data_dirs, os.environ),
+    )
     drifts = enforce(
-        check_lock(lock, read_host(os.environ)), strict=args.strict, allow=args.allow_drift
+        check_lock(lock, located, read_host(os.environ)),
+        strict=args.strict,
+        allow=args.allow_drift,
     )
     for drift in drifts:
         print("warning: " + drift.render(), file=sys.stderr)
+    for x in located:
+        print(f"{x.input.role}: {x.input.path} found at {x.path}")
     print(f"ok: {args.target} (run {lock.header.run_digest})")
     return 0
 
@@ -375,7 +395,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     ),
     Command(
         "verify",
-        "check a lock against its data files and this machine (exit 3 on a difference)",
+        "find a lock's data files, check them and this machine against it (exit 3 on a difference)",
         _verify_arguments,
         _verify,
     ),

@@ -3,27 +3,38 @@
 :func:`check_layers` and :func:`compile_run` are pure: they read only the layers, the input
 facts and the host facts given to them. :func:`validate_spec` and :func:`compile_spec` are the
 I/O wrappers the command line uses: they read spec files, the environment, data headers and
-the host. ``validate`` never opens data files or bundles; ``compile`` does.
+the host. ``validate`` never opens data files or bundles; ``compile`` does. Resolution works
+on absolute paths; the lock names the files below the spec's folder relative to it
+(``ptycho_spec.locate``), so that its digest does not depend on where the project lives.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
+import attrs
 from attrs import frozen
 
 from ptycho_spec.errors import Origin, SpecError, SpecIssue
 from ptycho_spec.facts import HostFacts, InputFacts, read_host, read_inputs
 from ptycho_spec.load import Layer, load_layers
+from ptycho_spec.locate import recorded_path
 from ptycho_spec.lock import Inputs, Lock, make_lock
 from ptycho_spec.merge import Merged, merge
-from ptycho_spec.resolve import Resolution, absolute_paths, input_paths, resolve
+from ptycho_spec.resolve import (
+    PATH_FIELDS,
+    Resolution,
+    absolute_paths,
+    evolve_in,
+    input_paths,
+    resolve,
+)
 from ptycho_spec.rules import Context, Finding, check, dedupe
 from ptycho_spec.schema import Resolved, Spec
-from ptycho_spec.tree import KeyPath, dotted, key_path
+from ptycho_spec.tree import KeyPath, dotted, key_path, value_at
 from ptycho_spec.validate import sort_issues, walk_spec
 
 
@@ -69,11 +80,54 @@ def _resolve_checked(
     warnings = _warnings(list(checked.warnings), findings)
     _raise_errors(findings, warnings)
     assert resolution.resolved is not None
+    project_dir = _project_dir(checked.merged, host.cwd)
+
+    def named(path: str) -> str:
+        return recorded_path(os.path.join(host.cwd, path), project_dir)
+
     inputs = Inputs(
-        specs=tuple(layer.file for layer in layers if layer.file is not None),
-        data=tuple(f.input for f in facts.files),
+        specs=tuple(attrs.evolve(x.file, path=named(x.file.path)) for x in layers if x.file),
+        data=tuple(attrs.evolve(f.input, path=named(f.input.path)) for f in facts.files),
     )
-    return make_lock(resolution.resolved, resolution.provenance, inputs, host.environment, warnings)
+    provenance = {
+        key: _named_origin(o, named, [f.input.path for f in facts.files])
+        for key, o in resolution.provenance.items()
+    }
+    return make_lock(
+        _named_paths(resolution.resolved, named),
+        provenance,
+        inputs,
+        host.environment,
+        warnings,
+        project_dir=project_dir,
+    )
+
+
+def _named_origin(origin: Origin, named: Callable[[str], str], files: Sequence[str]) -> Origin:
+    """``origin`` with its file, and the data files its detail mentions (``all 12 patterns of
+    /p/train.npz``), named as the lock names files."""
+    detail = origin.detail
+    for path in files:
+        detail = detail.replace(path, named(path)) if detail else detail
+    return attrs.evolve(origin, file=named(origin.file) if origin.file else None, detail=detail)
+
+
+def _project_dir(merged: Merged, cwd: str) -> str:
+    """The folder of the spec file compiled (the working directory without one)."""
+    top = merged.top
+    if top is None or top.source is None:
+        return cwd
+    return os.path.dirname(top.file.path if top.file else os.path.join(cwd, top.source))
+
+
+def _named_paths(resolved: Resolved, named: Callable[[str], str]) -> Resolved:
+    """The resolved run with each file setting named as the lock names files (``locate``)."""
+    canonical = resolved.canonical
+    for path in PATH_FIELDS:
+        value = value_at(canonical, path)
+        if isinstance(value, str) and os.path.isabs(value):  # not ``"disk"``, a probe by name
+            canonical = evolve_in(canonical, path, named(value))
+    return attrs.evolve(resolved, canonical=canonical)
 
 
 def as_spec(resolved: Resolved) -> Spec:

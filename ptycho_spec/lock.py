@@ -3,9 +3,11 @@
 Tables (keys sorted, every field explicit, ``None`` written ``"none"``, no timestamps):
 
 * ``[lock]``: ``format_version``, ``format_revision``, ``tool_version``, ``spec_version``,
-  ``digest`` (sha256 of the canonical JSON of everything but the digest itself), ``run_digest``
-  (of ``canonical`` and ``execution`` only: the run's identity) and ``[lock.tables]`` (one
-  digest per table, so that an edited table can be named).
+  ``digest`` (sha256 of the canonical JSON of everything but the digest itself and
+  ``project_dir``), ``run_digest`` (of ``canonical`` and ``execution`` only: the run's
+  identity), ``[lock.tables]`` (one digest per table, so that an edited table can be named) and
+  ``project_dir`` (the folder of the spec compiled: paths below it are written relative to it,
+  see ``ptycho_spec.locate``).
 * ``[canonical]`` (what is computed) and ``[execution]`` (how it runs): a ``Resolved``.
 * ``[provenance]``: spec key → ``{layer, file?, line?, detail?}``.
 * ``[inputs]``: spec files and data files with sha256, size, and array keys/shapes/dtypes.
@@ -54,7 +56,9 @@ from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 FORMAT_VERSION: Final = 1
 FORMAT_REVISION: Final = 2
 # The keys each revision of format 1 added, with the values that reproduce how a lock written
-# before them ran: revision 0 had no refinement and averaged patches without aligning them.
+# before them ran: revision 0 had no refinement and averaged patches without aligning them;
+# before revision 2 every path was absolute (no project folder is needed to find the files) and
+# the replaying host chose the thread count.
 ADDED_IN_REVISION: Final = MappingProxyType(
     {
         1: MappingProxyType(
@@ -67,11 +71,15 @@ ADDED_IN_REVISION: Final = MappingProxyType(
                 ("canonical", "seeds", "refine"): 0,
             }
         ),
-        # Revision 1 left the intra-op thread count to torch on the replaying host.
-        2: MappingProxyType({("execution", "cpu_threads"): None}),
+        # Revision 1 named files by absolute path and left the intra-op thread count to torch
+        # on the replaying host.
+        2: MappingProxyType({("lock", "project_dir"): None, ("execution", "cpu_threads"): None}),
     }
 )
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")
+# Keys of ``[lock]`` outside ``digest``: the digest itself, and where the project was compiled,
+# which must not make the same run differ between two checkouts (``ptycho_spec.locate``).
+UNDIGESTED: Final = ("digest", "project_dir")
 # Values earlier compilers wrote under another name, by key: old name → the one name.
 RENAMED_VALUES: Final = MappingProxyType({("execution", "accelerator"): ACCELERATOR_ALIASES})
 
@@ -138,6 +146,9 @@ class Header:
     digest: str
     run_digest: str
     tables: Mapping[str, str]
+    # The folder of the spec compiled (absolute): where relative paths were relative to. A hint
+    # for finding the files again, outside the digest (None before revision 2: paths absolute).
+    project_dir: str | None = None
 
 
 @frozen(kw_only=True)
@@ -185,8 +196,9 @@ def make_lock(
     inputs: Inputs,
     environment: Environment,
     warnings: tuple[SpecIssue, ...] = (),
+    project_dir: str | None = None,
 ) -> Lock:
-    """Assemble a lock and compute its digests."""
+    """Assemble a lock and compute its digests (``project_dir`` stays outside them)."""
     body = _sorted(_body(resolved, provenance, inputs, environment))
     tables = {name: _digest(body[name]) for name in DIGESTED_TABLES}
     run_digest = _digest({"canonical": body["canonical"], "execution": body["execution"]})
@@ -199,7 +211,7 @@ def make_lock(
         "tables": tables,
     }
     digest = _digest({**body, "lock": partial})
-    header = Header(digest=digest, **partial)  # type: ignore[arg-type]
+    header = Header(digest=digest, project_dir=project_dir, **partial)  # type: ignore[arg-type]
     return Lock(
         header=header,
         resolved=resolved,
@@ -340,8 +352,8 @@ def _pop(tree: dict[str, Any], path: KeyPath) -> None:
 
 
 def _check_digest(data: Mapping[str, Any]) -> None:
-    header = dict(data["lock"])
-    stored = header.pop("digest", None)
+    header = {k: v for k, v in data["lock"].items() if k not in UNDIGESTED}
+    stored = data["lock"].get("digest")
     body = {k: v for k, v in data.items() if k != "lock"}
     if stored == _digest({**body, "lock": header}):
         return

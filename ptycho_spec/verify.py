@@ -4,9 +4,11 @@ The checks return values, :class:`Drift`, one per difference; :func:`enforce` de
 them stop the run (``LockError``, exit 3) and the CLI renders the rest as warnings. Rules
 (``specs/lockfile-v1.md``, "Verification"):
 
-* data: a file whose sha256 or size changed is an error unless drift of kind ``data`` is
-  allowed (``--allow-drift data``); a missing file, or one whose arrays (keys, shapes, dtypes)
-  changed, is always an error, because the lock's resolved values were read from them;
+* data (each file where :func:`ptycho_spec.locate.locate_inputs` found it): a file whose
+  sha256 or size changed is an error unless drift of kind ``data`` is allowed
+  (``--allow-drift data``); a file found nowhere (the error lists every place tried), or one
+  whose arrays (keys, shapes, dtypes) changed, is always an error, because the lock's resolved
+  values were read from them;
 * environment: python, torch, lightning, numpy, CUDA or ptycho-spec versions that differ are
   warnings, errors under ``--strict``; a locked accelerator with fewer devices here than the
   lock asks for is always an error, since the run cannot execute as locked.
@@ -17,7 +19,6 @@ Nothing here imports torch: ``ptycho-spec verify`` runs on a login node.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
@@ -26,7 +27,8 @@ from attrs import frozen
 
 from ptycho_spec import __version__
 from ptycho_spec.errors import DataError, LockError
-from ptycho_spec.facts import HostFacts, InputPaths, file_digest, read_inputs
+from ptycho_spec.facts import HostFacts, InputPaths, read_inputs
+from ptycho_spec.locate import Located, paths_of
 from ptycho_spec.lock import ArrayInfo, DataInput, Lock
 from ptycho_spec.schema import Execution
 
@@ -53,9 +55,10 @@ class Drift:
         return f"{self.kind} drift: {self.key}: locked {self.locked}, now {self.now}"
 
 
-def check_lock(lock: Lock, host: HostFacts) -> tuple[Drift, ...]:
-    """Every difference between ``lock`` and the data files and host as they are now."""
-    return (*data_drift(lock), *environment_drift(lock, host))
+def check_lock(lock: Lock, located: Sequence[Located], host: HostFacts) -> tuple[Drift, ...]:
+    """Every difference between ``lock`` and the data files (as found: ``located``) and host
+    as they are now."""
+    return (*data_drift(lock, located), *environment_drift(lock, host))
 
 
 def enforce(
@@ -91,25 +94,26 @@ def drift_records(lock: Lock, drifts: Sequence[Drift]) -> dict[str, str]:
 # --- data -------------------------------------------------------------------------------------
 
 
-def data_drift(lock: Lock) -> tuple[Drift, ...]:
-    """The data files that are missing or whose content differs from the lock."""
-    missing = [i for i in lock.inputs.data if not os.path.isfile(i.path)]
-    changed = [
-        (i, *now)
-        for i in lock.inputs.data
-        if i not in missing and (now := file_digest(i.path)) != (i.sha256, i.size)
-    ]
-    arrays = _arrays_now(lock) if changed and not missing else {}
-    drifts = [_drift(i, "missing", blocking=True) for i in missing]
-    for item, sha, size in changed:
-        structure = _array_changes(item, arrays)
-        now = _content(sha, size) + (f", arrays changed: {structure}" if structure else "")
-        drifts.append(_drift(item, now, blocking=bool(structure)))
+def data_drift(lock: Lock, located: Sequence[Located]) -> tuple[Drift, ...]:
+    """The data files found nowhere, or found only with content that differs from the lock."""
+    missing = [x for x in located if x.path is None]
+    changed = [x for x in located if x.path is not None and not x.intact]
+    arrays = _arrays_now(lock, located) if changed and not missing else {}
+    drifts = [_missing(x) for x in missing]
+    for x in changed:
+        assert x.content is not None
+        structure = _array_changes(x.input, arrays)
+        now = _content(*x.content) + (f", arrays changed: {structure}" if structure else "")
+        drifts.append(_drift(x.input, x.path, now, blocking=bool(structure)))
     return tuple(drifts)
 
 
-def _drift(item: DataInput, now: str, *, blocking: bool) -> Drift:
-    key = f"{item.path} ({item.role})"
+def _missing(x: Located) -> Drift:
+    return _drift(x.input, x.input.path, f"missing (tried {', '.join(x.tried)})", blocking=True)
+
+
+def _drift(item: DataInput, path: str | None, now: str, *, blocking: bool) -> Drift:
+    key = f"{path} ({item.role})"
     return Drift(
         kind="data", key=key, locked=_content(item.sha256, item.size), now=now, blocking=blocking
     )
@@ -119,9 +123,11 @@ def _content(sha256: str, size: int) -> str:
     return f"{sha256[:19]}… ({size} B)"
 
 
-def _arrays_now(lock: Lock) -> Mapping[str, Mapping[str, ArrayInfo]] | str:
+def _arrays_now(
+    lock: Lock, located: Sequence[Located]
+) -> Mapping[str, Mapping[str, ArrayInfo]] | str:
     """Role → arrays of the lock's data files as the compiler reads them now, or why it cannot."""
-    paths = {i.role: i.path for i in lock.inputs.data if i.role != "bundle"}
+    paths = {r: p for r, p in paths_of(located).items() if r != "bundle"}
     try:
         facts = read_inputs(InputPaths(source=lock.resolved.canonical.data.source, paths=paths))
     except DataError as exc:

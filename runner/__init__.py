@@ -1,6 +1,7 @@
 """The PtychoPINN runner: it executes a lock (``ptycho_spec.lock.Lock``) and reads nothing else:
 no spec, no environment, no default. Its entry is ``runner.run.execute.execute(lock,
-out_dir=…)``.
+paths=…, out_dir=…)``, ``paths`` being the lock's data files where the command layer found
+them (``ptycho_spec.locate``).
 
 Laid out by stage, each folder with one reason to change: ``run/`` (the order of a run and what
 it writes) calls ``train/``, ``infer/`` and ``refine/``, which build on the numerical core

@@ -156,8 +156,8 @@ class TestSimulateScans:
         path = tmp_path / "probe.npz"
         probe = (disk_probe(64) * np.exp(0.3j)).astype(np.complex64)
         np.savez(path, probeGuess=probe)
-        train, _ = simulate_scans(canonical(probe=str(path)))
+        train, _ = simulate_scans(canonical(probe="probe.npz"), {"probe": str(path)})
         np.testing.assert_array_equal(train.probe, probe)
         np.savez(path, probeGuess=probe[:32, :32])
         with pytest.raises(DataError, match="probeGuess"):
-            simulate_scans(canonical(probe=str(path)))
+            simulate_scans(canonical(probe="probe.npz"), {"probe": str(path)})

@@ -41,7 +41,7 @@ class TestSimulated:
             assert PTYCHOPINN_KEYS | {"objectGuess", "nphotons"} <= set(npz.files)
             assert npz["diff3d"].dtype == np.float32 and npz["xcoords"].dtype == np.float64
         lock = compile_spec(str(spec))
-        expected = getattr(load_scans(lock.resolved.canonical), which)
+        expected = getattr(load_scans(lock.resolved.canonical, {}), which)
         scan = read_npz(out, measurement="amplitude")
         np.testing.assert_array_equal(scan.amplitude, expected.amplitude)
         np.testing.assert_array_equal(scan.x_px, expected.x_px)

@@ -95,7 +95,7 @@ class TestVerify:
     ) -> None:
         """A lock whose data and environment are unchanged: exit 0, no warning."""
         code, out = verify(capsys, str(npz_lock))
-        assert code == 0 and out.startswith(f"ok: {npz_lock}") and "warning" not in out
+        assert code == 0 and f"\nok: {npz_lock}" in out and "warning" not in out
 
     def test_a_run_directory_names_its_lock(
         self, npz_lock: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -77,9 +77,10 @@ class TestRasterCount:
 
 class TestRunIdentity:
     def test_name_and_output_dir(self) -> None:
-        """run.name defaults to the spec stem and output_dir resolves beside the spec."""
+        """run.name defaults to the spec stem and output_dir resolves beside the spec (the lock
+        names it relative to the spec's folder)."""
         run = compiled().resolved.canonical.run
-        assert (run.name, run.output_dir) == ("spec", "/virtual/specs/runs/spec")
+        assert (run.name, run.output_dir) == ("spec", "runs/spec")
 
     def test_output_dir_from_a_base_is_relative_to_the_base(self) -> None:
         """A relative path resolves against the folder of the file that set it."""
@@ -99,7 +100,7 @@ class TestModelSize:
         lock = compiled(base=NPZ, facts=npz(side=128))
         assert lock.resolved.canonical.model.N == 128
         assert lock.provenance["model.N"] == Origin(
-            "inferred", file=TRAIN_NPZ, detail="probeGuess 128×128"
+            "inferred", file="train.npz", detail="probeGuess 128×128"
         )
 
     def test_simulated_disk(self) -> None:
@@ -380,7 +381,7 @@ class TestInferTask:
         lock = self.infer(self.bundle_lock(), (test,))
         canonical = lock.resolved.canonical
         assert (canonical.model.gridsize, canonical.training.batch_size) == (2, 4)
-        assert lock.provenance["model.gridsize"] == Origin("bundle", file="/virtual/specs/m.bundle")
+        assert lock.provenance["model.gridsize"] == Origin("bundle", file="m.bundle")
         assert (canonical.data.n_groups, canonical.inference.batch_size) == (30, 64)
 
     def test_test_data_must_fit_the_model(self) -> None:

@@ -5,8 +5,8 @@
 compiler's own commands; what runs something lives here and imports ``runner`` when it runs:
 
 * ``run.py``: ``run``, ``resume`` and ``export-npz`` — a spec compiled now or a lock verified
-  against its data and this machine (reading the environment), then
-  ``runner.run.execute.execute(lock, out_dir=…)``;
+  against its data (found by ``ptycho_spec.locate``) and this machine (reading the
+  environment), then ``runner.run.execute.execute(lock, paths=…, out_dir=…)``;
 * ``ptychodus_library.py``: the ptychodus reconstructor library (with its launcher, the only
   modules that import ptychodus), which writes and compiles a spec for ptychodus's data and
   executes its lock;

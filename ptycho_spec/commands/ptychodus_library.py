@@ -24,7 +24,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +52,7 @@ from ptycho_spec.bases import base_spec
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, RunError, UsageError
 from ptycho_spec.formats import ptychodus as pf
+from ptycho_spec.locate import locate_inputs, paths_of
 from ptycho_spec.lock import Lock, loads_lock
 from ptycho_spec.schema import ACCELERATOR_ALIASES, Canonical, Execution
 from runner.data.npz import write_npz
@@ -322,14 +323,20 @@ def check_single_process(lock: Lock) -> None:
         raise UsageError(msg)
 
 
-def train_with_losses(lock: Lock, run_dir: Path) -> Iterator[EpochLoss]:
-    """Run ``lock`` into ``run_dir`` in a worker thread, yielding each epoch's losses; a
-    consumer that stops early stops training at the next step (the run still completes)."""
+def train_with_losses(lock: Lock, paths: Mapping[str, str], run_dir: Path) -> Iterator[EpochLoss]:
+    """Run ``lock`` (its data files at ``paths``) into ``run_dir`` in a worker thread, yielding
+    each epoch's losses; a consumer that stops early stops training at the next step (the run
+    still completes)."""
     events: queue.Queue[EpochLoss | None] = queue.Queue()
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptycho-spec-train") as pool:
         run = pool.submit(
-            execute, lock, out_dir=run_dir, force=True, callbacks=(EpochLosses(events, stop),)
+            execute,
+            lock,
+            paths=paths,
+            out_dir=run_dir,
+            force=True,
+            callbacks=(EpochLosses(events, stop),),
         )
         run.add_done_callback(lambda _: events.put(None))
         try:
@@ -431,7 +438,8 @@ class PtychoSpecReconstructor(TrainableReconstructor):
         training: list[LossValue] = []
         validation: list[LossValue] = []
         nepochs = lock.resolved.canonical.training.nepochs
-        for event in train_with_losses(lock, run_dir):
+        paths = paths_of(locate_inputs(lock, lock_dir=str(output)))
+        for event in train_with_losses(lock, paths, run_dir):
             if event.training is not None:
                 training.append(LossValue(event.epoch, event.training))
             if event.validation is not None:

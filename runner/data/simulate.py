@@ -9,6 +9,8 @@ expected photons per pattern is ``nphotons`` (``ptycho/diffsim.py`` ``illuminate
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -203,17 +205,20 @@ def _tiled_scan(canonical: Canonical, probe: np.ndarray, split: Literal["train",
     )
 
 
-def simulate_scans(canonical: Canonical) -> tuple[Scan, Scan | None]:
+def simulate_scans(
+    canonical: Canonical, paths: Mapping[str, str] = MappingProxyType({})
+) -> tuple[Scan, Scan | None]:
     """The training scan and the test scan (None when ``n_test_objects`` is 0) of a resolved run.
 
     Objects: ``seeds.simulate_train`` and ``seeds.simulate_test`` (independent objects);
     noise: ``seeds.noise`` for training and a seed derived from it for testing. The probe is
-    ``disk_probe(N)`` or ``probeGuess`` of the NPZ named by ``data.simulate.probe``.
+    ``disk_probe(N)`` or ``probeGuess`` of the NPZ named by ``data.simulate.probe``, read where
+    it was found (``paths["probe"]``).
     """
     sim, n = canonical.data.simulate, int(canonical.model.N)
-    probe = disk_probe(n) if sim.probe == "disk" else read_probe(sim.probe)
+    probe = disk_probe(n) if sim.probe == "disk" else read_probe(paths["probe"])
     if probe.shape != (n, n):
         msg = f"is {probe.shape[0]}×{probe.shape[1]}, model.N is {n}"
-        raise DataError(msg, path=sim.probe, key="probeGuess")
+        raise DataError(msg, path=paths["probe"], key="probeGuess")
     train = _tiled_scan(canonical, probe, "train")
     return train, (_tiled_scan(canonical, probe, "test") if sim.n_test_objects else None)

@@ -8,6 +8,7 @@ this project's ``valid_mask`` and ``nphotons`` so a spec on the file resolves th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -21,12 +22,13 @@ from runner.data.scan import Scan
 from runner.run.prepare import load_scans
 
 
-def export_npz(lock: Lock, path: Path, *, which: str) -> Scan:
-    """Write the ``which`` (``train`` or ``test``) scan of ``lock`` to ``path``; return it."""
+def export_npz(lock: Lock, paths: Mapping[str, str], path: Path, *, which: str) -> Scan:
+    """Write the ``which`` (``train`` or ``test``) scan of ``lock`` (its data files at
+    ``paths``, role → file) to ``path``; return it."""
     c = lock.resolved.canonical
     _check_defined(c, which)
     task = "train" if which == "train" else "infer"
-    scans = load_scans(attrs.evolve(c, run=attrs.evolve(c.run, task=task)))
+    scans = load_scans(attrs.evolve(c, run=attrs.evolve(c.run, task=task)), paths)
     scan = scans.train if which == "train" else scans.test
     write_npz(scan, path, measurement="amplitude", nphotons=_photons(c, scan, which))
     return scan

@@ -7,6 +7,7 @@ is written last. Under DDP every rank trains, and only global rank 0 writes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -34,6 +35,7 @@ from runner.physics.scaling import ScalingConstants
 from runner.refine.stage import refine_reconstruction
 from runner.run import outputs
 from runner.run.prepare import Scans, load_scans
+from runner.train import effective
 from runner.train.bundle import Bundle, read_bundle, write_bundle
 from runner.train.datamodule import training_set
 from runner.train.fit import train
@@ -68,6 +70,7 @@ def device_for(execution: Execution) -> torch.device:
 def execute(
     lock: Lock,
     *,
+    paths: Mapping[str, str],
     out_dir: Path,
     force: bool = False,
     resume_from: Path | None = None,
@@ -76,9 +79,11 @@ def execute(
 ) -> Path:
     """Run ``lock`` into ``out_dir`` and return ``out_dir``.
 
-    ``resume_from``, a checkpoint of this lock's interrupted run in ``out_dir``, continues its
-    training; ``records`` (file name → text) are written beside the lock, e.g. the drift it
-    ran with. ``callbacks`` join the Trainer's (the ptychodus reconstructor's loss feed).
+    ``paths`` (role → file) are the lock's data files where the command layer found them
+    (``ptycho_spec.locate``), recorded in ``effective.toml``; ``resume_from``, a checkpoint of
+    this lock's interrupted run in ``out_dir``, continues its training; ``records`` (file name
+    → text) are written beside the lock, e.g. the drift it ran with. ``callbacks`` join the
+    Trainer's (the ptychodus reconstructor's loss feed).
     """
     c, e = lock.resolved.canonical, lock.resolved.execution
     configure_process(e)
@@ -86,20 +91,28 @@ def execute(
         # a resume continues the logs and checkpoints it finds (``resume.py``)
         warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty.*")
     with _cpu_state(e):
-        scans = load_scans(c)
-        bundle = _load_bundle(c) if c.run.task == "infer" else None
+        scans = load_scans(c, paths)
+        bundle = _load_bundle(c, paths["bundle"]) if c.run.task == "infer" else None
+        found = effective.inputs(lock, paths)
+        work = functools.partial(
+            _train_and_reconstruct,
+            lock,
+            scans,
+            bundle,
+            found,
+            out_dir=out_dir,
+            ckpt_path=resume_from,
+            callbacks=callbacks,
+        )
         if rank_zero_only.rank != 0:
-            _train_and_reconstruct(
-                lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
-            )
+            work()
             return out_dir
         with rundir.claim(out_dir, force=force, resume=resume_from is not None):
             atomic.write_text(out_dir / "run.lock.toml", dumps_lock(lock))
+            effective.write(out_dir, {"inputs": found})
             for name, text in records.items():
                 atomic.write_text(out_dir / name, text)
-            _train_and_reconstruct(
-                lock, scans, bundle, out_dir=out_dir, ckpt_path=resume_from, callbacks=callbacks
-            )
+            work()
             rundir.mark_complete(out_dir, digest=lock.header.digest)
     return out_dir
 
@@ -126,6 +139,7 @@ def _train_and_reconstruct(
     lock: Lock,
     scans: Scans,
     bundle: Bundle | None,
+    found: Mapping[str, Mapping[str, str]],
     *,
     out_dir: Path,
     ckpt_path: Path | None,
@@ -140,7 +154,7 @@ def _train_and_reconstruct(
     else:
         ts = training_set(c, scans.train)
         module, history, trained = train(
-            lock, ts, out_dir=out_dir, ckpt_path=ckpt_path, callbacks=callbacks
+            lock, ts, found=found, out_dir=out_dir, ckpt_path=ckpt_path, callbacks=callbacks
         )
         if rank_zero_only.rank != 0:
             return
@@ -217,7 +231,7 @@ def _reconstruct(
     if c.data.source == "ptychodus":
         write_product(
             out_dir / PRODUCT_OUTPUT,
-            source=c.data.ptychodus.product_file,
+            source=scans.product_file,
             obj=rec.obj,
             losses=loss_values(history),
         )
@@ -270,12 +284,12 @@ def _write_timing(out_dir: Path, seconds: Mapping[str, float]) -> None:
     atomic.write_text(out_dir / "timing.toml", tomli_w.dumps(rounded))
 
 
-def _load_bundle(c: Canonical) -> Bundle:
-    bundle = read_bundle(Path(c.inference.bundle))
+def _load_bundle(c: Canonical, path: str) -> Bundle:
+    bundle = read_bundle(Path(path))
     trained = loads_lock(bundle.lock_text).resolved.canonical
     if trained.model != c.model:
         msg = (
-            f"{c.inference.bundle}: the lock's model settings differ from the bundle's; "
+            f"{path}: the lock's model settings differ from the bundle's; "
             "recompile the inference spec against this bundle"
         )
         raise LockError(msg)

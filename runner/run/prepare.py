@@ -7,6 +7,7 @@ with code 4 and leaves nothing half-written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
@@ -29,61 +30,69 @@ class Scans:
     """The run's scans: ``train`` for training tasks, ``test`` for reconstruction.
 
     ``canvas_shape`` (H, W): the object frame the positions refer to when it is not a ground
-    truth's (a ptychodus product's object array), so the reconstruction lands in that frame.
+    truth's (a ptychodus product's object array), so the reconstruction lands in that frame;
+    ``product_file``: that product, for a reconstruction written in its frame.
     """
 
     train: Scan | None
     test: Scan | None
     canvas_shape: tuple[int, int] | None = None
+    product_file: str | None = None
 
 
-def load_scans(c: Canonical) -> Scans:
+def load_scans(c: Canonical, paths: Mapping[str, str]) -> Scans:
     """Simulate or read the scans a run needs, split when ``test_fraction`` asks for it, and
-    check that they mean what this run needs (:func:`check_scans`)."""
-    scans = _read_scans(c)
+    check that they mean what this run needs (:func:`check_scans`). ``paths`` (role → file)
+    are the lock's data files where they were found (``ptycho_spec.locate``); the paths the
+    lock records are never opened."""
+    scans = _read_scans(c, paths)
     check_scans(c, scans)
     return scans
 
 
-def _read_scans(c: Canonical) -> Scans:
+def _read_scans(c: Canonical, paths: Mapping[str, str]) -> Scans:
     task = c.run.task
     needs_train, needs_test = task != "infer", task != "train"
     if c.data.source == "simulate":
-        train, test = simulate_scans(c)
+        train, test = simulate_scans(c, paths)
         return Scans(train=train if needs_train else None, test=test if needs_test else None)
     if c.data.source == "npz":
-        return _npz_scans(c, needs_train=needs_train, needs_test=needs_test)
+        return _npz_scans(c, paths, needs_train=needs_train, needs_test=needs_test)
     if c.data.source == "ptychodus":
-        return _ptychodus_scans(c, needs_train=needs_train, needs_test=needs_test)
+        return _ptychodus_scans(c, paths, needs_train=needs_train, needs_test=needs_test)
     msg = f"data.source = {c.data.source!r} cannot be loaded by this runner"
     raise DataError(msg)
 
 
-def _npz_scans(c: Canonical, *, needs_train: bool, needs_test: bool) -> Scans:
+def _npz_scans(
+    c: Canonical, paths: Mapping[str, str], *, needs_train: bool, needs_test: bool
+) -> Scans:
     m = c.data.measurement
     if c.data.test_fraction is not None:
-        whole = read_npz(c.data.train_file, measurement=m)
+        whole = read_npz(paths["train"], measurement=m)
         train, test = split_scan(whole, c.data.test_fraction)
         return Scans(train=train if needs_train else None, test=test if needs_test else None)
-    train = read_npz(c.data.train_file, measurement=m) if needs_train else None
-    test = read_npz(c.data.test_file, measurement=m) if needs_test else None
+    train = read_npz(paths["train"], measurement=m) if needs_train else None
+    test = read_npz(paths["test"], measurement=m) if needs_test else None
     return Scans(train=train, test=test)
 
 
-def _ptychodus_scans(c: Canonical, *, needs_train: bool, needs_test: bool) -> Scans:
+def _ptychodus_scans(
+    c: Canonical, paths: Mapping[str, str], *, needs_train: bool, needs_test: bool
+) -> Scans:
     """The product's scan is trained on (self-supervised) and reconstructed, unless
     ``test_fraction`` holds part of it out."""
     from runner.interop.ptychodus_product import read_scan
 
     supervised = c.model.model_type == "supervised"
-    files = c.data.ptychodus
-    scan, product = read_scan(files.product_file, files.diffraction_file, labels=supervised)
+    scan, product = read_scan(paths["product"], paths["diffraction"], labels=supervised)
     fraction = c.data.test_fraction
     train, test = (scan, scan) if fraction is None else split_scan(scan, fraction)
     return Scans(
         train=train if needs_train else None,
         test=test if needs_test else None,
         canvas_shape=product.object_shape,
+        product_file=paths["product"],
     )
 
 

@@ -1,21 +1,27 @@
 """``effective.toml``: what the lock asked for against what actually ran.
 
 Requested values come from ``[execution]``; effective ones are read back from the live
-``Trainer``, torch and the DataLoaders. A divergence in a setting that changes results fails
+``Trainer``, torch and the DataLoaders. ``[inputs]`` holds, for every task, each data file's
+path in the lock and the file the run read. A divergence in a setting that changes results fails
 the run: silently training on other hardware or numerics is how the reference backend lost
 experiments (devices hard-coded to 1, precision never passed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import tomli_w
 import torch
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch.utils.data import DataLoader
 
+from ptycho_spec import atomic
 from ptycho_spec.errors import RunError
+from ptycho_spec.lock import Lock
 from ptycho_spec.schema import Execution
 
 # Settings whose effective value changes the numbers a run produces.
@@ -117,6 +123,16 @@ def record(
         "cpu_capability": (None, torch.backends.cpu.get_cpu_capability()),
     }
     return {k: {"requested": _none(r), "effective": _none(e)} for k, (r, e) in pairs.items()}
+
+
+def inputs(lock: Lock, paths: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{role: {"requested": ..., "effective": ...}}`` for each data file: the path the lock
+    records, and the file the run read (where ``ptycho_spec.locate`` found it)."""
+    return {i.role: {"requested": i.path, "effective": paths[i.role]} for i in lock.inputs.data}
+
+
+def write(out_dir: Path, record: Mapping[str, Any]) -> None:
+    atomic.write_text(out_dir / "effective.toml", tomli_w.dumps(record))
 
 
 def _none(value: Any) -> Any:

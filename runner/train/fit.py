@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from ptycho_spec import atomic
 from ptycho_spec.lock import Lock, dumps_lock
 from ptycho_spec.schema import Canonical, Execution
 from ptycho_spec.vocabulary import logged_metrics
@@ -28,8 +26,15 @@ from runner.train.trainer import build_trainer, check_monitor
 class RunRecorder(pl.Callback):
     """Writes ``effective.toml`` when training starts and keeps the per-epoch history."""
 
-    def __init__(self, *, out_dir: Path, execution: Execution, c: Canonical) -> None:
-        self.out_dir, self.execution, self.c = out_dir, execution, c
+    def __init__(
+        self,
+        *,
+        out_dir: Path,
+        execution: Execution,
+        c: Canonical,
+        found: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        self.out_dir, self.execution, self.c, self.found = out_dir, execution, c, found
         self.history: list[dict[str, float]] = []
         self.effective: dict[str, dict[str, Any]] = {}
 
@@ -45,7 +50,8 @@ class RunRecorder(pl.Callback):
             compiled=hasattr(pl_module.net.generator, "_orig_mod"),
         )
         effective.check(self.effective)
-        _write_effective(self.out_dir, self.effective)
+        if trainer.is_global_zero:
+            effective.write(self.out_dir, {**self.effective, "inputs": self.found})
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = {"epoch": float(trainer.current_epoch)}
@@ -62,23 +68,18 @@ class RunRecorder(pl.Callback):
         self.history = list(state_dict["history"])
 
 
-@rank_zero_only
-def _write_effective(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
-    import tomli_w
-
-    atomic.write_text(out_dir / "effective.toml", tomli_w.dumps(record))
-
-
 def train(
     lock: Lock,
     ts: TrainingSet,
     *,
+    found: Mapping[str, Mapping[str, str]],
     out_dir: Path,
     ckpt_path: Path | None = None,
     callbacks: Sequence[pl.Callback] = (),
 ) -> tuple[PtychoModule, list[dict[str, float]], Bundle]:
     """Fit the model described by ``lock`` on ``ts`` (continuing from ``ckpt_path``, a
-    checkpoint of this lock, when given); return it, its history and its bundle."""
+    checkpoint of this lock, when given); return it, its history and its bundle. ``found``
+    (``effective.inputs``) joins the execution settings in ``effective.toml``."""
     c, e = lock.resolved.canonical, lock.resolved.execution
     check_monitor(e, logged_metrics(c.training, c.model, validation=len(ts.val_ids) > 0))
     torch.manual_seed(c.seeds.init)
@@ -91,7 +92,7 @@ def train(
         monitor=e.checkpoint_monitor,
         compile_generator=e.compile,
     )
-    recorder = RunRecorder(out_dir=out_dir, execution=e, c=c)
+    recorder = RunRecorder(out_dir=out_dir, execution=e, c=c, found=found)
     trainer = build_trainer(
         execution=e,
         training=c.training,
