@@ -54,9 +54,11 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 def absolute_revision_1(lock_path: Path, out: Path) -> Path:
     """The lock at ``lock_path`` as format revision 1 wrote it: every path absolute, no
-    ``project_dir``, digests over that text."""
+    ``project_dir`` and no ``cpu_threads``, digests over that text."""
     data = parse_toml(lock_path.read_text())
     project = Path(data["lock"].pop("project_dir"))
+    data["execution"].pop("cpu_threads")
+    data["provenance"].pop("execution.cpu_threads")
     data["lock"]["format_revision"] = 1
     for item in data["inputs"]["data"] + data["inputs"]["specs"]:
         item["path"] = str(project / item["path"])
