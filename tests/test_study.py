@@ -50,7 +50,7 @@ class TestStudyFile:
             "run.seed",
         )
         assert points[0].label == (
-            'model.gridsize=1, data.n_groups=64, training.nepochs=1, '
+            "model.gridsize=1, data.n_groups=64, training.nepochs=1, "
             "training.learning_rate=0.001, run.seed=7"
         )
         assert dict(points[3].overrides) == {
@@ -117,13 +117,13 @@ class TestCompileBeforeRun:
         err = capsys.readouterr().err.splitlines()
         assert err == [
             f"point 001 (model.gridsize=1, data.n_groups=-1): {study}:5: data.n_groups: "
-            'must be ≥ 1 (got -1)',
+            "must be ≥ 1 (got -1)",
             f'point 002 (model.gridsize="two", data.n_groups=4): {study}:4: model.gridsize: '
-            "expected an integer (got \"two\")",
+            'expected an integer (got "two")',
             f'point 003 (model.gridsize="two", data.n_groups=-1): {study}:4: model.gridsize: '
-            "expected an integer (got \"two\")",
-            f"point 003 (model.gridsize=\"two\", data.n_groups=-1): {study}:5: data.n_groups: "
-            'must be ≥ 1 (got -1)',
+            'expected an integer (got "two")',
+            f'point 003 (model.gridsize="two", data.n_groups=-1): {study}:5: data.n_groups: '
+            "must be ≥ 1 (got -1)",
         ]
         assert not (tmp_path / "out").exists()
 
@@ -163,7 +163,7 @@ class TestCompileBeforeRun:
         """A base spec that does not exist is named at the study file."""
         study = tmp_path / "s.toml"
         study.write_text('study_version = 1\nbase = "nope.toml"\n')
-        with pytest.raises(SpecError, match="base: no such spec file: .*nope.toml"):
+        with pytest.raises(SpecError, match=r"base: no such spec file: .*nope\.toml"):
             compile_file(study)
 
 
@@ -196,15 +196,22 @@ class TestSweep:
             (
                 "model.gridsze=1,2",
                 [
-                    "point 000 (model.gridsze=1): {study}:8: model.gridsze: unknown key; did you mean \"gridsize\"?",
-                    "point 001 (model.gridsze=2): {study}:8: model.gridsze: unknown key; did you mean \"gridsize\"?",
+                    'point 000 (model.gridsze=1): {study}:8: model.gridsze: unknown key; did you mean "gridsize"?',
+                    'point 001 (model.gridsze=2): {study}:8: model.gridsze: unknown key; did you mean "gridsize"?',
                 ],
             ),
             (
                 "model.gridsize=1,two",
-                ['point 001 (model.gridsize="two"): {study}:8: model.gridsize: expected an integer (got "two")'],
+                [
+                    'point 001 (model.gridsize="two"): {study}:8: model.gridsize: expected an integer (got "two")'
+                ],
             ),
-            ("model.gridsize", ["<spec>: --grid model.gridsize: expected KEY=V1,V2,... (a dotted setting such as model.gridsize)"]),
+            (
+                "model.gridsize",
+                [
+                    "<spec>: --grid model.gridsize: expected KEY=V1,V2,... (a dotted setting such as model.gridsize)"
+                ],
+            ),
         ],
         ids=["bad key", "bad type", "no values"],
     )
@@ -239,12 +246,13 @@ class TestLaunchers:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """A point asking more devices than launcher.gpus hands out exits 2 naming it."""
-        study = write_study(
-            tmp_path, "[launcher]\ngpus = 1\n[grid]\nexecution.devices = [1, 2]\n"
-        )
+        study = write_study(tmp_path, "[launcher]\ngpus = 1\n[grid]\nexecution.devices = [1, 2]\n")
         assert main(["study", str(study), "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
-        assert "point 001 (execution.devices=2): execution.devices = 2 exceeds launcher.gpus = 1" in err
+        assert (
+            "point 001 (execution.devices=2): execution.devices = 2 exceeds launcher.gpus = 1"
+            in err
+        )
         assert not (tmp_path / "out" / "points").exists()
 
     def test_slurm_parameters_follow_the_lock(self, tmp_path: Path) -> None:
@@ -254,8 +262,14 @@ class TestLaunchers:
         from ptycho_spec.study.spec import Launcher
 
         job = Job(
-            id="000", label="", lock=tmp_path, run_dir=tmp_path, log=tmp_path,
-            devices=4, num_nodes=2, cuda=True,
+            id="000",
+            label="",
+            lock=tmp_path,
+            run_dir=tmp_path,
+            log=tmp_path,
+            devices=4,
+            num_nodes=2,
+            cuda=True,
         )
         launcher = Launcher(kind="slurm", partition="gpu", account="ptycho", time_min=30)
         assert job_parameters(launcher, job, name="s") == {
@@ -302,8 +316,13 @@ class TestSummaryTables:
     def test_rows_and_columns(self) -> None:
         """One row per point: varied keys, status, wall time, then metrics (headline first)."""
         rows = [
-            Row(id="000", overrides={"data.n_groups": 64}, status="complete", wall_time_s=1.5,
-                metrics={"train_loss": 0.25, "amplitude_ssim": 0.5}),
+            Row(
+                id="000",
+                overrides={"data.n_groups": 64},
+                status="complete",
+                wall_time_s=1.5,
+                metrics={"train_loss": 0.25, "amplitude_ssim": 0.5},
+            ),
             Row(id="001", overrides={"data.n_groups": "all"}, status="failed"),
         ]
         assert csv_text(rows, ["data.n_groups"]).splitlines() == [
@@ -332,7 +351,10 @@ def test_study_compiler_imports_no_torch(tmp_path: Path) -> None:
         "print(rc, bad)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert done.stdout.strip() == "0 []"
