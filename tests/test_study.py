@@ -104,6 +104,16 @@ class TestStudyFile:
         assert grid["properties"]["model"]["properties"]["gridsize"]["type"] == "array"
 
 
+    def test_format_document_names_every_setting(self) -> None:
+        """specs/study-v1.md documents every study setting and launcher setting."""
+        from ptycho_spec.study.spec import Launcher, Settings
+        from ptycho_spec.tree import fields_of
+
+        text = (SPECS / "study-v1.md").read_text(encoding="utf-8")
+        names = [*fields_of(Settings), *fields_of(Launcher)]
+        assert [n for n in names if f"| `{n}` |" not in text and n != "launcher"] == []
+
+
 class TestCompileBeforeRun:
     def test_every_bad_point_named_and_nothing_written(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -165,6 +175,18 @@ class TestCompileBeforeRun:
         study.write_text('study_version = 1\nbase = "nope.toml"\n')
         with pytest.raises(SpecError, match=r"base: no such spec file: .*nope\.toml"):
             compile_file(study)
+
+
+    def test_example_study_compiles(self) -> None:
+        """examples/studies/training_size.toml: gridsize 1 and 2 × three training set sizes."""
+        example = Path(__file__).parent.parent / "examples" / "studies" / "training_size.toml"
+        compiled, warnings = compile_file(example)
+        assert warnings == ()
+        assert [c.point.label for c in compiled][:2] == [
+            "model.gridsize=1, data.n_groups=64",
+            "model.gridsize=1, data.n_groups=192",
+        ]
+        assert {c.lock.resolved.canonical.model.gridsize for c in compiled} == {1, 2}
 
 
 class TestSweep:
