@@ -103,7 +103,6 @@ class TestStudyFile:
         grid = json.loads(committed)["properties"]["grid"]
         assert grid["properties"]["model"]["properties"]["gridsize"]["type"] == "array"
 
-
     def test_format_document_names_every_setting(self) -> None:
         """specs/study-v1.md documents every study setting and launcher setting."""
         from ptycho_spec.study.spec import Launcher, Settings
@@ -175,7 +174,6 @@ class TestCompileBeforeRun:
         study.write_text('study_version = 1\nbase = "nope.toml"\n')
         with pytest.raises(SpecError, match=r"base: no such spec file: .*nope\.toml"):
             compile_file(study)
-
 
     def test_example_study_compiles(self) -> None:
         """examples/studies/training_size.toml: gridsize 1 and 2 × three training set sizes."""
@@ -350,14 +348,14 @@ class TestSummaryTables:
         assert csv_text(rows, ["data.n_groups"]).splitlines() == [
             "id,data.n_groups,status,wall_time_s,amplitude_ssim,train_loss",
             "000,64,complete,1.5,0.5,0.25",
-            '001,"""all""",failed,,,',
+            "001,all,failed,,,",
         ]
         md = markdown_text(rows, ["data.n_groups"], title="t").splitlines()
         assert md[2:] == [
             "| id | data.n_groups | status | wall_time_s | amplitude_ssim | train_loss |",
             "|---|---|---|---|---|---|",
             "| 000 | 64 | complete | 1.5 | 0.5 | 0.25 |",
-            '| 001 | "all" | failed |  |  |  |',
+            "| 001 | all | failed |  |  |  |",
         ]
 
 

@@ -156,7 +156,7 @@ class TestSummary:
         ]
         ssim = json.loads((out / "points" / "001" / "metrics.json").read_text())
         fields = lines[2].split()
-        assert fields[:3] == [str(out / "points" / "001"), "complete", "train+infer"]
+        assert fields[:3] == ["points/001", "complete", "train+infer"]
         assert fields[4] == f"{ssim['reconstruction']['amplitude']['ssim']:.4g}"
 
     def test_compare_shows_differences_and_metrics(

@@ -109,19 +109,17 @@ def write_study_summary(
 # --- runs and compare -------------------------------------------------------------------------
 
 
-def runs_in(target: Path) -> list[tuple[str, Path]]:
-    """The run directories ``target`` holds, named for display: a study's points in order,
+def runs_in(target: Path) -> list[Path]:
+    """The run directories ``target`` holds: a study's points in order (run or not),
     ``target`` itself if it is one, else every run directory below it."""
     if (target / STUDY_LOCK).is_file():
-        lock = read_study_lock(target)
-        return [(str(point_dir(target, p.id)), point_dir(target, p.id)) for p in lock.points]
+        return [point_dir(target, p.id) for p in read_study_lock(target).points]
     if (target / LOCK_NAME).is_file():
-        return [(str(target), target)]
+        return [target]
     if not target.is_dir():
         msg = f"{target}: no such directory"
         raise UsageError(msg)
-    found = sorted(p.parent for p in target.rglob(LOCK_NAME) if "checkpoints" not in p.parts)
-    return [(str(p), p) for p in found]
+    return sorted(p.parent for p in target.rglob(LOCK_NAME))
 
 
 def runs_report(target: Path) -> list[str]:
@@ -131,10 +129,11 @@ def runs_report(target: Path) -> list[str]:
         return [f"{target}: no runs"]
     header = ["run", "status", "task", "wall_time_s", *HEADLINE]
     rows = []
-    for name, run_dir in found:
+    for run_dir in found:
         flat = metrics(run_dir)
         lock = _lock_or_none(run_dir)
-        row = [name, status(run_dir), lock.resolved.canonical.run.task if lock else "?"]
+        task = lock.resolved.canonical.run.task if lock else "-"
+        row = [os.path.relpath(run_dir, target), status(run_dir), task]
         row += [_number(wall_time(run_dir)), *(_number(flat.get(m)) for m in HEADLINE)]
         rows.append(row)
     return table(header, rows)
@@ -142,19 +141,24 @@ def runs_report(target: Path) -> list[str]:
 
 def compare_report(targets: Sequence[Path]) -> list[str]:
     """``ptycho-spec compare``: the settings that differ between the runs, then their metrics
-    side by side."""
-    found = [run for target in targets for run in runs_in(target)]
+    side by side; a study stands for its points that have started."""
+    found = [
+        run
+        for target in targets
+        for run in runs_in(target)
+        if (run / LOCK_NAME).is_file() or not (target / STUDY_LOCK).is_file()
+    ]
     if len(found) < 2:
         msg = "compare needs at least two runs (run directories, or a study with two points)"
         raise UsageError(msg)
-    names = [name for name, _ in found]
-    settings = [run_settings(_lock(run_dir)) for _, run_dir in found]
+    names = [str(run_dir) for run_dir in found]
+    settings = [run_settings(_lock(run_dir)) for run_dir in found]
     differ = [k for k in settings[0] if any(s.get(k) != settings[0][k] for s in settings[1:])]
     lines = ["settings that differ:"]
     lines += table(["setting", *names], [[k, *(show(s.get(k)) for s in settings)] for k in differ])
     if not differ:
         lines.append("  (none: the same run settings)")
-    flats = [metrics(run_dir) for _, run_dir in found]
+    flats = [metrics(run_dir) for run_dir in found]
     keys = list(
         dict.fromkeys(
             [*(m for m in HEADLINE if any(m in f for f in flats)), *(m for f in flats for m in f)]
@@ -177,7 +181,7 @@ def _lock_or_none(run_dir: Path) -> Lock | None:
     try:
         return read_lock(run_dir / LOCK_NAME)
     except (OSError, LockError):
-        return None
+        return None  # listed all the same, as a run without a readable lock
 
 
 def _number(value: float | None) -> str:
@@ -191,11 +195,3 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     ]
-
-
-def relative(path: Path) -> str:
-    """``path`` relative to the working directory when below it (shorter lines)."""
-    try:
-        return str(path.relative_to(os.getcwd()))
-    except ValueError:
-        return str(path)

@@ -1,6 +1,9 @@
 """``study`` and ``sweep``: compile every point of a study, then launch the points not yet
 complete under their current lock, then write the summary.
 
+The study file is read by its absolute path: its path is in every point's lock (provenance),
+so the same study compiles to the same locks from any working directory.
+
 Running a study again skips its complete points and reruns failed, interrupted or missing ones;
 a point whose lock changed (the study, base spec, data or environment did) runs again. A point
 that fails does not stop the others: the study exits 1 once they have finished and the summary
@@ -35,7 +38,7 @@ STUDY_FILE = "study.toml"
 
 def study(args: argparse.Namespace) -> int:
     return run_study(
-        read_study(args.study),
+        read_study(os.path.abspath(args.study)),
         out_dir=Path(args.out) if args.out else None,
         compile_only=args.compile_only,
     )
@@ -55,7 +58,7 @@ def sweep(args: argparse.Namespace) -> int:
         msg = f"{path} holds another study; run it with: ptycho-spec study {path} (or choose --out)"
         raise UsageError(msg)
     atomic.write_text(path, text)
-    return run_study(read_study(str(path)), compile_only=args.compile_only)
+    return run_study(read_study(os.path.abspath(path)), compile_only=args.compile_only)
 
 
 def axis_arg(arg: str, flag: str) -> tuple[str, list[Any]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from attrs import frozen
+from attrs import field, frozen
 
 from ptycho_spec import atomic
 from ptycho_spec.study.compile import render_value
@@ -38,7 +38,7 @@ class Row:
     overrides: Mapping[str, Any]
     status: str
     wall_time_s: float | None = None
-    metrics: Mapping[str, float] = {}
+    metrics: Mapping[str, float] = field(factory=dict)
 
 
 def flat_metrics(report: Mapping[str, Any]) -> dict[str, float]:
@@ -76,7 +76,7 @@ def columns(rows: Sequence[Row], varied: Sequence[str]) -> list[str]:
 
 def _cells(row: Row, header: Sequence[str], number: Any) -> list[str]:
     values: dict[str, Any] = {"id": row.id, "status": row.status, "wall_time_s": row.wall_time_s}
-    values |= {k: render_value(v) for k, v in row.overrides.items()}
+    values |= {k: v if isinstance(v, str) else render_value(v) for k, v in row.overrides.items()}
     values |= row.metrics
     return [
         number(v) if _is_number(v) else ("" if v is None else str(v))
