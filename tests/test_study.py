@@ -30,6 +30,21 @@ def compile_file(path: Path) -> tuple:
     return compile_study(read_study(str(path)), {}, read_host({}))
 
 
+@pytest.fixture
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An interpreter for the local launcher's point processes that prints its devices and
+    arguments instead of running the point, and fails (exit 3) for the lock of point ``001``
+    or one named ``fail``."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        '#!/bin/sh\necho "devices=$CUDA_VISIBLE_DEVICES args=$*"\nsleep 0.3\n'
+        'case "$(basename "$4")" in 001.*|fail.*) echo "error: it broke"; exit 3;; esac\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    return fake
+
+
 class TestStudyFile:
     def test_points_cross_grid_zip_and_repeats(self) -> None:
         """Points are grid × zip rows × repeats, the first grid key slowest; repeats add to the
@@ -261,6 +276,71 @@ class TestLaunchers:
         assert device_ids({}, 2) == ["0", "1"]
         with pytest.raises(UsageError, match="CUDA_VISIBLE_DEVICES names 1"):
             device_ids({"CUDA_VISIBLE_DEVICES": "3"}, 2)
+
+    def test_one_point_per_free_device_set(self, tmp_path: Path, stand_in: Path) -> None:
+        """With launcher.gpus, each point's process gets its own CUDA_VISIBLE_DEVICES and
+        starts when enough devices are free; a failing point reports its exit code and last
+        line."""
+        from ptycho_spec.commands.launch import Job, run_local
+
+        jobs = [
+            Job(
+                id=name,
+                label="",
+                lock=tmp_path / f"{name}.lock.toml",
+                run_dir=tmp_path / name,
+                log=tmp_path / "logs" / f"{name}.log",
+                devices=devices,
+                num_nodes=1,
+                cuda=True,
+            )
+            for name, devices in (("a", 1), ("b", 1), ("c", 2), ("fail", 1))
+        ]
+        events: list[str] = []
+        outcomes = run_local(
+            jobs,
+            gpus=2,
+            environ={"CUDA_VISIBLE_DEVICES": "6,7"},
+            say=lambda job, what: events.append(f"{job.id} {what.split(' in ')[0]}"),
+        )
+        assert events[:2] == ["a started on GPU 6", "b started on GPU 7"]
+        assert events[4:6] == ["c started on GPU 6, 7", "c complete"]
+        assert events[6:] == ["fail started on GPU 6", "fail failed"]
+        first = (tmp_path / "logs" / "a.log").read_text().splitlines()[0]
+        assert (
+            first
+            == f"devices=6 args=-m ptycho_spec.cli run {tmp_path / 'a.lock.toml'} --out {tmp_path / 'a'} --force"
+        )
+        assert (tmp_path / "logs" / "c.log").read_text().startswith("devices=6,7 ")
+        assert {k: o.status for k, o in outcomes.items()} == {
+            "a": "complete",
+            "b": "complete",
+            "c": "complete",
+            "fail": "failed",
+        }
+        log = tmp_path / "logs" / "fail.log"
+        assert outcomes["fail"].detail == f"exit 3: error: it broke; see {log}"
+
+    def test_a_failed_point_does_not_stop_the_study(
+        self, tmp_path: Path, stand_in: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A failing point is reported with its reason; the others run, the summary is
+        written and the study exits 1."""
+        study = write_study(tmp_path, "[grid]\ndata.n_groups = [2, 3, 4]\n")
+        out = tmp_path / "out"
+        assert main(["study", str(study), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        log = out / "logs" / "001.log"
+        assert "[2/3] point 001 (data.n_groups=3): failed in" in err
+        assert f"(exit 3: error: it broke; see {log})" in err
+        assert "[3/3] point 002 (data.n_groups=4): complete in" in err
+        assert "1 of 3 points failed: 001" in err
+        summary = (out / "summary.csv").read_text().splitlines()
+        assert [line.split(",")[:3] for line in summary[1:]] == [
+            ["000", "2", "complete"],
+            ["001", "3", "failed"],
+            ["002", "4", "complete"],
+        ]
 
     def test_points_that_cannot_fit_are_refused_before_running(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

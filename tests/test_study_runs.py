@@ -1,5 +1,5 @@
 """Studies that run: a study killed mid-way and run again, the summary and reports of its
-results, a failing point, and the slurm launcher through submitit's local executor."""
+results, and the slurm launcher through submitit's local executor."""
 
 from __future__ import annotations
 
@@ -173,24 +173,6 @@ class TestSummary:
         assert ["data.n_groups", "2", "4"] in rows
         assert ["model.gridsize", "1", "1"] not in rows
         assert metrics.splitlines()[1].split()[0] == "amplitude_ssim"
-
-
-def test_failed_point_does_not_stop_the_study(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A point that fails (its directory held by another process) is reported with its reason;
-    the study finishes, writes the summary and exits 1."""
-    study = write_study(tmp_path, "[grid]\ndata.n_groups = [2]\n")
-    out = tmp_path / "out"
-    with rundir.claim(out / "points" / "000", force=False):
-        code = main(["study", str(study), "--out", str(out)])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "point 000 (data.n_groups=2): failed in" in err
-    assert "run directory is in use by process" in err
-    assert "1 of 1 points failed: 000" in err
-    with open(out / "summary.csv", newline="") as f:
-        assert [r["status"] for r in csv.DictReader(f)] == ["failed"]
 
 
 def test_slurm_launcher_through_submitits_local_executor(

@@ -166,7 +166,8 @@ def _die_with_parent() -> None:
 def _outcome(code: int, seconds: float, log: Path) -> Outcome:
     if code == 0:
         return Outcome(status="complete", seconds=seconds)
-    return Outcome(status="failed", seconds=seconds, detail=f"exit {code}: {_last_line(log)}")
+    detail = f"exit {code}: {_last_line(log)}; see {log}"
+    return Outcome(status="failed", seconds=seconds, detail=detail)
 
 
 def _last_line(log: Path) -> str:

@@ -133,35 +133,34 @@ def run_study(
     )
     if compile_only:
         return 0
-    counter = _Counter(len(todo))
     outcomes: dict[str, launch.Outcome] = {}
     try:
-        if launcher.kind == "slurm":
-            outcomes = launch.run_slurm(
-                [jobs[c.point.id] for c in todo],
-                launcher,
-                folder=out / "slurm",
-                name=study.name,
-                say=counter.say,
-                cluster=cluster,
-            )
-        else:
-            outcomes = launch.run_local(
-                [jobs[c.point.id] for c in todo],
-                gpus=launcher.gpus,
-                environ=environ,
-                say=counter.say,
-            )
-    finally:
+        outcomes = _launch(study, [jobs[c.point.id] for c in todo], out, environ, cluster)
+    finally:  # an interrupted study summarizes what its points left on disk
         launched = {key: outcome.status for key, outcome in outcomes.items()}
         paths = write_study_summary(out, lock, launched, title=f"study {study.name}")
         _say("summary: " + ", ".join(str(p) for p in paths))
     failed = [key for key, outcome in outcomes.items() if outcome.status != "complete"]
     if failed:
-        _say(
-            f"{len(failed)} of {len(compiled)} points failed: {', '.join(failed)} (logs in {out / 'logs'})"
-        )
+        _say(f"{len(failed)} of {len(compiled)} points failed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def _launch(
+    study: Study,
+    jobs: list[launch.Job],
+    out: Path,
+    environ: Mapping[str, str],
+    cluster: str | None,
+) -> dict[str, launch.Outcome]:
+    launcher = study.settings.launcher
+    say = _Counter(len(jobs)).say
+    if launcher.kind == "slurm":
+        folder = out / "slurm"
+        return launch.run_slurm(
+            jobs, launcher, folder=folder, name=study.name, say=say, cluster=cluster
+        )
+    return launch.run_local(jobs, gpus=launcher.gpus, environ=environ, say=say)
 
 
 def _job(out: Path, c: CompiledPoint) -> launch.Job:
@@ -172,7 +171,7 @@ def _job(out: Path, c: CompiledPoint) -> launch.Job:
         lock=lock_file(out, c.point.id),
         run_dir=point_dir(out, c.point.id),
         log=log_file(out, c.point.id),
-        devices=e.devices if isinstance(e.devices, int) else 1,
+        devices=int(e.devices),
         num_nodes=e.num_nodes,
         cuda=e.accelerator == "cuda",
     )
