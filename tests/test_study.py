@@ -377,12 +377,56 @@ class TestLaunchers:
             "timeout_min": 30,
             "nodes": 2,
             "tasks_per_node": 4,
-            "gpus_per_node": 4,
             "cpus_per_task": 1,
             "slurm_array_parallelism": 64,
+            "gpus_per_node": 4,
             "slurm_partition": "gpu",
             "slurm_account": "ptycho",
         }
+
+    def test_slurm_submits_job_arrays_through_sbatch(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Without sbatch the slurm launcher exits 2 before anything runs; with it, the points
+        go to sbatch as one job array carrying the [launcher] settings and each point's
+        resources, and a refusal by sbatch exits 1 quoting it. (A stand-in sbatch keeps the
+        script it is given and refuses it; srun is never called.)"""
+        pytest.importorskip("submitit")
+        study = write_study(
+            tmp_path,
+            '[launcher]\nkind = "slurm"\npartition = "gpu"\ntime_min = 30\n'
+            "[grid]\ndata.n_groups = [2, 4]\n",
+        )
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+        assert main(["study", str(study), "--out", str(tmp_path / "out")]) == 2
+        assert "no sbatch or srun on this host's PATH" in capsys.readouterr().err
+        sbatch, srun = tmp_path / "bin" / "sbatch", tmp_path / "bin" / "srun"
+        sbatch.parent.mkdir()
+        srun.write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it; the jobs would use it
+        srun.chmod(0o755)
+        sbatch.write_text(
+            f'#!/bin/sh\n/bin/cp "$1" {tmp_path / "submitted.sh"}\n'
+            'echo "sbatch: error: invalid partition specified: gpu" >&2\nexit 1\n'
+        )
+        sbatch.chmod(0o755)
+        assert main(["study", str(study), "--out", str(tmp_path / "out")]) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "error: sbatch refused the job array: sbatch: error: invalid partition specified: gpu"
+        )
+        script = (tmp_path / "submitted.sh").read_text()
+        for line in (
+            "#SBATCH --array=0-1%2",
+            "#SBATCH --partition=gpu",
+            "#SBATCH --time=30",
+            "#SBATCH --nodes=1",
+            "#SBATCH --ntasks-per-node=1",
+            "#SBATCH --job-name=study",
+        ):
+            assert line in script.splitlines()
+        assert "--gpus-per-node" not in script  # CPU points ask for no GPUs
 
     def test_slurm_without_submitit_exits_2(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -18,6 +18,7 @@ study skips the points already complete under their current lock before launchin
 from __future__ import annotations
 
 import ctypes
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from typing import Any, Final
 
 from attrs import frozen
 
-from ptycho_spec.errors import UsageError
+from ptycho_spec.errors import RunError, UsageError
 from ptycho_spec.study.spec import Launcher
 
 _POLL_S: Final = 0.2
@@ -194,6 +195,16 @@ def submitit_module() -> Any:
     return submitit
 
 
+def check_slurm(cluster: str) -> None:
+    """``UsageError`` unless the slurm launcher can submit from here: submitit installed and,
+    for a real cluster, SLURM's ``sbatch`` and ``srun`` on the PATH."""
+    submitit_module()
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if cluster == "slurm" and missing:
+        msg = f'launcher.kind = "slurm": no {" or ".join(missing)} on this host\'s PATH; run the study on a SLURM login node'
+        raise UsageError(msg)
+
+
 def job_parameters(launcher: Launcher, job: Job, *, name: str) -> dict[str, Any]:
     """submitit's parameters for ``job``'s array (jobs of one array share them)."""
     parameters: dict[str, Any] = {
@@ -201,10 +212,11 @@ def job_parameters(launcher: Launcher, job: Job, *, name: str) -> dict[str, Any]
         "timeout_min": launcher.time_min,
         "nodes": job.num_nodes,
         "tasks_per_node": job.devices,
-        "gpus_per_node": job.devices if job.cuda else 0,
         "cpus_per_task": launcher.cpus_per_task,
         "slurm_array_parallelism": launcher.array_parallelism,
     }
+    if job.cuda:
+        parameters["gpus_per_node"] = job.devices
     if launcher.partition is not None:
         parameters["slurm_partition"] = launcher.partition
     if launcher.account is not None:
@@ -219,7 +231,7 @@ def run_slurm(
     folder: Path,
     name: str,
     say: Say,
-    cluster: str | None = None,
+    cluster: str = "slurm",
 ) -> dict[str, Outcome]:
     """Submit one job array per shape of job and wait for every job; ``cluster`` is
     submitit's (``"local"`` runs the jobs as processes on this host)."""
@@ -233,9 +245,7 @@ def run_slurm(
     try:
         for key, group in shapes.items():
             executor.update_parameters(**dict(key))
-            arrays = executor.map_array(
-                run_point, [str(j.lock) for j in group], [str(j.run_dir) for j in group]
-            )
+            arrays = _submit(executor, submitit, group)
             for job, handle in zip(group, arrays, strict=True):
                 submitted[handle.job_id] = (job, handle, time.monotonic())
                 say(job, f"submitted as job {handle.job_id}")
@@ -244,6 +254,18 @@ def run_slurm(
         for _job, handle, _started in submitted.values():
             handle.cancel(check=False)
         raise
+
+
+def _submit(executor: Any, submitit: Any, group: Sequence[Job]) -> list[Any]:
+    try:
+        return executor.map_array(
+            run_point, [str(j.lock) for j in group], [str(j.run_dir) for j in group]
+        )
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
+        # sbatch's own complaint (a partition or account it does not know) is the reason
+        reason = [x.strip().strip("'\"") for x in str(exc).splitlines() if x.strip()]
+        msg = f"sbatch refused the job array: {reason[-1] if reason else type(exc).__name__}"
+        raise RunError(msg) from None
 
 
 def _wait(

@@ -107,7 +107,7 @@ def run_study(
     out_dir: Path | None = None,
     compile_only: bool = False,
     environ: Mapping[str, str] | None = None,
-    cluster: str | None = None,
+    cluster: str = "slurm",
 ) -> int:
     """Compile every point, write the locks, launch the points to run, write the summary.
 
@@ -116,8 +116,8 @@ def run_study(
     environ = os.environ if environ is None else environ
     out = Path(out_dir if out_dir is not None else study.output_dir)
     launcher = study.settings.launcher
-    if launcher.kind == "slurm":
-        launch.submitit_module()
+    if launcher.kind == "slurm" and not compile_only:
+        launch.check_slurm(cluster)
     compiled, warnings = compile_study(study, environ, read_host(environ))
     for warning in warnings:
         print("warning: " + warning.render(), file=sys.stderr)
@@ -151,7 +151,7 @@ def _launch(
     jobs: list[launch.Job],
     out: Path,
     environ: Mapping[str, str],
-    cluster: str | None,
+    cluster: str,
 ) -> dict[str, launch.Outcome]:
     launcher = study.settings.launcher
     say = _Counter(len(jobs)).say
