@@ -87,7 +87,7 @@ def dumps_study_lock(lock: StudyLock) -> str:
         "points": [
             {
                 "id": p.id,
-                "lock": f"locks/{p.id}.lock.toml",
+                "lock": lock_file(Path(), p.id).as_posix(),
                 "lock_digest": p.lock_digest,
                 "run_digest": p.run_digest,
                 "overrides": dict(p.overrides),
