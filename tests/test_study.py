@@ -196,8 +196,8 @@ class TestCompileBeforeRun:
         compiled, warnings = compile_file(example)
         assert warnings == ()
         assert [c.point.label for c in compiled][:2] == [
+            "model.gridsize=1, data.n_groups=32",
             "model.gridsize=1, data.n_groups=64",
-            "model.gridsize=1, data.n_groups=192",
         ]
         assert {c.lock.resolved.canonical.model.gridsize for c in compiled} == {1, 2}
 
@@ -341,6 +341,30 @@ class TestLaunchers:
             ["001", "3", "failed"],
             ["002", "4", "complete"],
         ]
+
+    def test_terminated_study_stops_its_points_and_summarizes(
+        self, tmp_path: Path, stand_in: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """SIGTERM (``timeout``, a scheduler) stops the running point and still writes the
+        summary; the study exits 130 as on Ctrl-C."""
+        import signal
+        import threading
+
+        study = write_study(tmp_path, "[grid]\ndata.n_groups = [2, 3, 4]\n")
+        out = tmp_path / "out"
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            code = main(["study", str(study), "--out", str(out)])
+        finally:
+            timer.cancel()
+        assert code == 130
+        assert capsys.readouterr().err.splitlines()[-2:] == [
+            f"summary: {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'summary.png'}",
+            "interrupted",
+        ]
+        assert len((out / "summary.csv").read_text().splitlines()) == 4
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
     def test_points_that_cannot_fit_are_refused_before_running(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

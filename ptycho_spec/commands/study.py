@@ -13,10 +13,13 @@ is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +138,8 @@ def run_study(
         return 0
     outcomes: dict[str, launch.Outcome] = {}
     try:
-        outcomes = _launch(study, [jobs[c.point.id] for c in todo], out, environ, cluster)
+        with _terminate_as_interrupt():
+            outcomes = _launch(study, [jobs[c.point.id] for c in todo], out, environ, cluster)
     finally:  # an interrupted study summarizes what its points left on disk
         launched = {key: outcome.status for key, outcome in outcomes.items()}
         paths = write_study_summary(out, lock, launched, title=f"study {study.name}")
@@ -161,6 +165,25 @@ def _launch(
             jobs, launcher, folder=folder, name=study.name, say=say, cluster=cluster
         )
     return launch.run_local(jobs, gpus=launcher.gpus, environ=environ, say=say)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a scheduler's cancel) stops the study as Ctrl-C does: the running
+    points are stopped and the summary is written (the main thread only: Python delivers
+    signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _job(out: Path, c: CompiledPoint) -> launch.Job:
