@@ -6,9 +6,9 @@ each; a mistake in a spec never shows a traceback.
 
 Each subcommand is one :class:`Command`: a name, a help line, a function adding its
 arguments and a handler returning the exit code. To add one, write the two functions and add
-an entry to :data:`COMMANDS`. ``run``, ``resume`` and ``export-npz`` run something: their
-handlers are in ``ptycho_spec.commands.run``, imported only when one of them runs, and the
-other commands import neither torch nor lightning. Handlers import what they use when they
+an entry to :data:`COMMANDS`. ``run``, ``resume``, ``export-npz``, ``study`` and ``sweep`` run
+something: their handlers are in ``ptycho_spec.commands``, imported only when one of them runs,
+and the other commands import neither torch nor lightning. Handlers import what they use when they
 run, so that ``--help`` and ``validate`` load no more than they need.
 """
 
@@ -205,11 +205,20 @@ def _run_of(path: str) -> Lock:
 
 def _schema_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("json", "markdown"), default="json")
+    parser.add_argument(
+        "--study", action="store_true", help="the study file's JSON Schema instead (study v1)"
+    )
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from ptycho_spec.schema_export import json_schema_text, markdown
+    from ptycho_spec.schema_export import json_schema_text, markdown, study_schema_text
 
+    if args.study:
+        if args.format != "json":
+            msg = "schema --study: the study format's reference is specs/study-v1.md"
+            raise UsageError(msg)
+        sys.stdout.write(study_schema_text())
+        return 0
     sys.stdout.write(json_schema_text() if args.format == "json" else markdown())
     return 0
 
@@ -344,6 +353,89 @@ def _export_npz(args: argparse.Namespace) -> int:
     return export_npz(args)
 
 
+# --- studies: study, sweep (run something), runs, compare -------------------------------------
+
+
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY", help="a study file (specs/study-v1.md)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="study directory (default: the study's output_dir)"
+    )
+    _add_compile_only(parser)
+
+
+def _add_compile_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="compile every point and write the locks and study.lock.toml; run nothing",
+    )
+
+
+def _study(args: argparse.Namespace) -> int:
+    from ptycho_spec.commands.study import study
+
+    return study(args)
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="the base run spec")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="vary a setting over values (crossed with the other --grid keys; values parsed "
+        "like --set values), e.g. --grid model.gridsize=1,2",
+    )
+    parser.add_argument(
+        "--zip",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="vary settings together, value by value (crossed with the grid)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each point (seeds)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the study directory")
+    _add_compile_only(parser)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ptycho_spec.commands.study import sweep
+
+    return sweep(args)
+
+
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", metavar="DIR", help="a study, a run directory, or a folder of runs")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ptycho_spec.commands.results import runs_report
+
+    for line in runs_report(Path(args.dir)):
+        print(line)
+    return 0
+
+
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "targets", nargs="+", metavar="RUN_OR_STUDY", help="run directories or studies"
+    )
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ptycho_spec.commands.results import compare_report
+
+    for line in compare_report([Path(t) for t in args.targets]):
+        print(line)
+    return 0
+
+
 COMMANDS: Final[tuple[Command, ...]] = (
     Command(
         "validate",
@@ -404,6 +496,30 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "continue an interrupted training run from its last checkpoint",
         _resume_arguments,
         _resume,
+    ),
+    Command(
+        "study",
+        "compile every point of a study, run those not yet complete, write the summary",
+        _study_arguments,
+        _study,
+    ),
+    Command(
+        "sweep",
+        "write a study from --grid/--zip over a spec into --out and run it",
+        _sweep_arguments,
+        _sweep,
+    ),
+    Command(
+        "runs",
+        "list the runs in a directory with their status and headline metrics",
+        _runs_arguments,
+        _runs,
+    ),
+    Command(
+        "compare",
+        "print how runs differ: their settings, then their metrics side by side",
+        _compare_arguments,
+        _compare,
     ),
 )
 

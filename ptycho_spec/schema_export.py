@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -17,6 +17,7 @@ import attrs
 
 from ptycho_spec.convert import describe, flatten, to_toml_tree
 from ptycho_spec.schema import SPEC_SECTIONS, SPEC_VERSION, Seeds, Spec, one_of_n
+from ptycho_spec.study.spec import STUDY_VERSION, Settings
 from ptycho_spec.tree import aliases_of, fields_of, is_section, section_class
 
 _JSON_TYPES: Final = MappingProxyType(
@@ -123,7 +124,9 @@ def _doc(cls: type) -> str:
 def _leaf_schema(attribute: attrs.Attribute[Any]) -> dict[str, Any]:
     options = list(_type_options(attribute))
     schema = options[0] if len(options) == 1 else {"anyOf": options}
-    return {**schema, "default": _default(attribute), "description": _description(attribute)}
+    if attribute.default is not attrs.NOTHING:
+        schema = {**schema, "default": _default(attribute)}
+    return {**schema, "description": _description(attribute)}
 
 
 def _type_options(attribute: attrs.Attribute[Any]) -> Iterator[dict[str, Any]]:
@@ -151,6 +154,74 @@ def _primitive_schema(member: type, attribute: attrs.Attribute[Any]) -> dict[str
 def json_schema_text() -> str:
     """The JSON Schema as committed in ``specs/spec-v1.schema.json``."""
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+# --- the study file's JSON Schema ---------------------------------------------------------------
+
+# a quoted dotted key in [grid]/[zip]: "model.gridsize" = [1, 2]
+_DOTTED_KEY: Final = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$"
+
+
+def study_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a study v1 file: its settings, and ``[grid]`` and
+    ``[zip]`` holding an array of values for any run-spec setting."""
+    schema = _table_schema(Settings)
+    schema["properties"]["study_version"] = {
+        "const": STUDY_VERSION,
+        "description": fields_of(Settings)["study_version"].metadata["doc"],
+    }
+    axes = {
+        "grid": "Settings varied over arrays of values; the points are their cartesian product.",
+        "zip": "Settings varied together: the i-th values of every array make one combination; "
+        "the combinations are crossed with [grid].",
+    }
+    for name, doc in axes.items():
+        schema["properties"][name] = {
+            **_axis_schema(Spec, {k: v for k, v in fields_of(Spec).items() if k in SPEC_SECTIONS}),
+            "description": doc,
+            "patternProperties": {_DOTTED_KEY: {"type": "array", "minItems": 1}},
+        }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"ptycho-spec study v{STUDY_VERSION}",
+        "description": "A study over run specs: generated from ptycho_spec/study/spec.py; do not edit.",
+        "type": "object",
+        "required": ["study_version", "base"],
+        "additionalProperties": False,
+        "properties": schema["properties"],
+    }
+
+
+def _axis_schema(cls: type, fields: Mapping[str, attrs.Attribute[Any]]) -> dict[str, Any]:
+    """A spec table whose every setting takes a non-empty array of its values."""
+    properties: dict[str, Any] = {}
+    for name, attribute in fields.items():
+        if is_section(attribute):
+            sub = section_class(attribute)
+            properties[name] = _axis_schema(sub, fields_of(sub))
+        elif not attribute.metadata.get("lock_only"):
+            item = {
+                k: v
+                for k, v in _leaf_schema(attribute).items()
+                if k not in ("default", "description")
+            }
+            properties[name] = {
+                "type": "array",
+                "minItems": 1,
+                "items": item,
+                "description": attribute.metadata["doc"],
+            }
+    return {
+        "type": "object",
+        "description": _doc(cls),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def study_schema_text() -> str:
+    """The study JSON Schema as committed in ``specs/study-v1.schema.json``."""
+    return json.dumps(study_json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
 # --- Markdown ---------------------------------------------------------------------------------

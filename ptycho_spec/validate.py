@@ -41,6 +41,15 @@ def walk_spec(merged: Merged) -> tuple[Spec, list[SpecIssue]]:
     return spec, walk.issues
 
 
+def walk_table(
+    cls: type, merged: Merged, table: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[SpecIssue]]:
+    """The structured settings of one top-level table of any schema class (a study file's)
+    and every problem found, each located through ``merged``."""
+    walk = _Walk(merged, [])
+    return walk.table(cls, table, ()), walk.issues
+
+
 def sort_issues(issues: list[SpecIssue]) -> list[SpecIssue]:
     """Issues in reading order: by file, line, then key (de-duplicated)."""
     unique = {(i.render(), i.path): i for i in issues}.values()
