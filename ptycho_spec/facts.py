@@ -323,7 +323,7 @@ class HostFacts:
     accelerator: str = "cpu"
     device_count: int = 1
     cpu_threads: int = 1
-    cpu_threads_source: str = "the default"
+    cpu_threads_source: str = "1 CPU"
     terminal: bool = False
     installed: frozenset[str] = frozenset()
     environment: Environment = attrs.field(

@@ -18,7 +18,7 @@ from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Model, Training
 from ptycho_spec.vocabulary import logged_metrics
 from runner.physics.scaling import ScalingConstants
-from runner.run.execute import configure_process
+from runner.run.execute import configure_process, cpu_state
 from runner.train import effective
 from runner.train.module import PtychoModule
 from runner.train.resume import ResumeCheckpoint
@@ -113,7 +113,7 @@ LOADER_CASES: dict[str, tuple[dict[str, Any], Callable[[Any], Any], Any]] = {
         5,
     ),
 }
-PROCESS_CASES = {"matmul_precision", "compile"}
+PROCESS_CASES = {"matmul_precision", "compile", "cpu_threads"}
 
 
 @pytest.fixture
@@ -165,6 +165,18 @@ class TestExecutionPassThrough:
         """configure_process sets torch's float32 matmul precision."""
         configure_process(attrs.evolve(BASE, matmul_precision="medium"))
         assert torch.get_float32_matmul_precision() == "medium"
+
+    def test_cpu_threads(self) -> None:
+        """The run computes with the lock's thread count (subnormals flushed); the process's
+        own count comes back after, and "none" leaves it alone."""
+        before = torch.get_num_threads()
+        pinned = 1 if before != 1 else 2
+        with cpu_state(attrs.evolve(BASE, cpu_threads=pinned)):
+            assert torch.get_num_threads() == pinned
+            assert torch.tensor(1e-40) == 0  # subnormal float32, flushed
+        assert torch.get_num_threads() == before and torch.tensor(1e-40) != 0
+        with cpu_state(attrs.evolve(BASE, cpu_threads=None)):
+            assert torch.get_num_threads() == before
 
     def test_compile(self) -> None:
         """execution.compile wraps the generator in torch.compile."""

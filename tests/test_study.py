@@ -180,8 +180,10 @@ class TestCompileBeforeRun:
             'study_version = 1\nbase = "../base.toml"\n[grid]\nrun.output_dir = ["a", "b"]\n'
         )
         compiled, _ = compile_file(study)
+        # the locks name them relative to the project: the base spec's folder
+        assert {c.lock.header.project_dir for c in compiled} == {str(tmp_path)}
         dirs = [c.lock.resolved.canonical.run.output_dir for c in compiled]
-        assert dirs == [str(tmp_path / "sub" / "a"), str(tmp_path / "sub" / "b")]
+        assert dirs == ["sub/a", "sub/b"]
 
     def test_missing_base(self, tmp_path: Path) -> None:
         """A base spec that does not exist is named at the study file."""

@@ -90,7 +90,7 @@ def execute(
     if resume_from is not None:
         # a resume continues the logs and checkpoints it finds (``resume.py``)
         warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty.*")
-    with _cpu_state(e):
+    with cpu_state(e):
         scans = load_scans(c, paths)
         bundle = _load_bundle(c, paths["bundle"]) if c.run.task == "infer" else None
         found = effective.inputs(lock, paths)
@@ -118,7 +118,7 @@ def execute(
 
 
 @contextmanager
-def _cpu_state(execution: Execution) -> Iterator[None]:
+def cpu_state(execution: Execution) -> Iterator[None]:
     """The lock's intra-op thread count (it decides how CPU reductions split, so the last bits
     of every result: simulation, training, refinement) and subnormal floats flushed to zero
     (saturated units' subnormal gradients once made CPU steps 10× slower), both while the run
