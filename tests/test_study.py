@@ -192,6 +192,20 @@ class TestCompileBeforeRun:
         with pytest.raises(SpecError, match=r"base: no such spec file: .*nope\.toml"):
             compile_file(study)
 
+    def test_slurm_points_take_the_tasks_cpus(self, tmp_path: Path) -> None:
+        """A slurm study's points lock launcher.cpus_per_task threads, not this host's count:
+        they run on compute nodes. A point that sets cpu_threads keeps its own."""
+        study = write_study(
+            tmp_path,
+            '[grid]\nexecution.cpu_threads = ["auto", 2]\n'
+            '[launcher]\nkind = "slurm"\ncpus_per_task = 6\n',
+        )
+        compiled, _ = compile_file(study)
+        assert [c.lock.resolved.execution.cpu_threads for c in compiled] == [6, 2]
+        assert compiled[0].lock.provenance["execution.cpu_threads"].detail == (
+            "launcher.cpus_per_task = 6"
+        )
+
     def test_example_study_compiles(self) -> None:
         """examples/studies/training_size.toml: gridsize 1 and 2 × three training set sizes."""
         example = Path(__file__).parent.parent / "examples" / "studies" / "training_size.toml"

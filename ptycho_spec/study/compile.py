@@ -107,8 +107,10 @@ def compile_study(
     """Every point of ``study`` with its lock, and the compiler's warnings (each once).
 
     Relative paths among the varied values resolve against the study file's folder; points
-    run with their output in log files, so a progress bar's ``"auto"`` resolves to off.
-    ``SpecError`` lists every issue of every point, each naming its point.
+    run with their output in log files, so a progress bar's ``"auto"`` resolves to off. Points
+    of a slurm study run on compute nodes, not on this host: ``execution.cpu_threads``
+    ``"auto"`` takes ``launcher.cpus_per_task`` (a login node's CPU count would oversubscribe
+    them). ``SpecError`` lists every issue of every point, each naming its point.
     """
     if not os.path.isfile(study.base):
         msg = f"no such spec file: {study.base}"
@@ -119,6 +121,11 @@ def compile_study(
     seed = get_in(merge(layers).tree, key_path(SEED_KEY))
     base_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     host = attrs.evolve(host, cwd=study.folder, terminal=False)
+    if study.settings.launcher.kind == "slurm":
+        cpus = study.settings.launcher.cpus_per_task
+        host = attrs.evolve(
+            host, cpu_threads=cpus, cpu_threads_source=f"launcher.cpus_per_task = {cpus}"
+        )
     compiled: list[CompiledPoint] = []
     issues: list[SpecIssue] = []
     warnings: dict[str, SpecIssue] = {}

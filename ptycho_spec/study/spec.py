@@ -51,7 +51,10 @@ class Launcher:
         60, doc="slurm: time limit of each point's job.", unit="minutes", checks=(ge(1),)
     )
     cpus_per_task: int = setting(
-        1, doc="slurm: CPU cores per task (a point's job has one task per device).", checks=(ge(1),)
+        1,
+        doc="slurm: CPU cores per task (a point's job has one task per device); also the "
+        'points\' execution.cpu_threads where it is "auto".',
+        checks=(ge(1),),
     )
     array_parallelism: int = setting(
         64, doc="slurm: the most jobs of one array running at once.", checks=(ge(1),)
