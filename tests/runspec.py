@@ -7,6 +7,22 @@ from typing import Any
 
 import numpy as np
 
+# Training's per-optimizer and per-scheduler options, none (unused) as a resolved lock has them
+# for Adam with a constant learning rate: a test sets those it exercises.
+UNUSED_OPTIONS: dict[str, Any] = dict.fromkeys(
+    (
+        "momentum",
+        "plateau_factor",
+        "plateau_patience",
+        "plateau_min_lr",
+        "plateau_threshold",
+        "exponential_gamma",
+        "warmup_epochs",
+        "min_lr_ratio",
+        "gradient_clip_algorithm",
+    )
+)
+
 TINY = """\
 spec_version = 1
 

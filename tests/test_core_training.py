@@ -14,6 +14,7 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from runspec import UNUSED_OPTIONS
 
 from ptycho_spec.schema import Training
 from runner.data.grouping import group_scan
@@ -28,24 +29,7 @@ from runner.train.optim import build_optimizer, parameter_groups
 
 N, SIZE, STEPS, BATCH = 64, 112, 400, 8
 TRAINING = Training(
-    nll_weight=1.0,
-    mae_weight=0.0,
-    nphotons=1e9,
-    adam_beta1=0.9,
-    adam_beta2=0.999,
-    **dict.fromkeys(
-        (
-            "momentum",
-            "plateau_factor",
-            "plateau_patience",
-            "plateau_min_lr",
-            "plateau_threshold",
-            "exponential_gamma",
-            "warmup_epochs",
-            "min_lr_ratio",
-            "gradient_clip_algorithm",
-        )
-    ),
+    nll_weight=1.0, mae_weight=0.0, nphotons=1e9, adam_beta1=0.9, adam_beta2=0.999, **UNUSED_OPTIONS
 )
 
 

@@ -13,6 +13,7 @@ import attrs
 import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from runspec import UNUSED_OPTIONS
 
 from ptycho_spec.errors import RunError
 from ptycho_spec.schema import Execution, Model, Training
@@ -36,17 +37,9 @@ TRAINING = Training(
     nll_weight=1.0,
     mae_weight=0.0,
     nphotons=1e6,
-    momentum=None,
     adam_beta1=0.9,
     adam_beta2=0.999,
-    plateau_factor=None,
-    plateau_patience=None,
-    plateau_min_lr=None,
-    plateau_threshold=None,
-    exponential_gamma=None,
-    warmup_epochs=None,
-    min_lr_ratio=None,
-    gradient_clip_algorithm=None,
+    **UNUSED_OPTIONS,
 )
 MODEL = Model(N=64, n_filters_scale=1, object_big=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
-from runspec import write_spec
+from runspec import UNUSED_OPTIONS, write_spec
 
 from ptycho_spec.cli import main
 from ptycho_spec.schema import Training
@@ -21,21 +21,8 @@ from runner.train.optim import (
     warmup_cosine,
 )
 
-NONE = dict.fromkeys(
-    (
-        "momentum",
-        "plateau_factor",
-        "plateau_patience",
-        "plateau_min_lr",
-        "plateau_threshold",
-        "exponential_gamma",
-        "warmup_epochs",
-        "min_lr_ratio",
-        "gradient_clip_algorithm",
-    ),
-)
 ADAM = Training(
-    nll_weight=1.0, mae_weight=0.0, nphotons=1.0, adam_beta1=0.8, adam_beta2=0.99, **NONE
+    nll_weight=1.0, mae_weight=0.0, nphotons=1.0, adam_beta1=0.8, adam_beta2=0.99, **UNUSED_OPTIONS
 )
 
 

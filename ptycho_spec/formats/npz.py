@@ -167,11 +167,7 @@ def check_coordinates(shape: Sequence[int], n_patterns: int, *, path: str, key: 
 
 def check_measured(data: Any, *, path: str, key: str) -> None:
     """Measured patterns are finite and non-negative."""
-    np = _numpy()
-    finite = np.isfinite(data)
-    if not finite.all():
-        msg = f"holds non-finite values (NaN or inf): {int((~finite).sum())} of them"
-        raise DataError(msg, path=path, key=key)
+    check_finite(data, path=path, key=key)
     if (data < 0).any():
         msg = f"holds negative values: {int((data < 0).sum())} of them"
         raise DataError(msg, path=path, key=key)

@@ -194,12 +194,13 @@ def _reconstruct(
 ) -> dict:
     """Stitch the PINN's patches, refine when ``c.refine`` asks, write the reconstruction's
     files, and return its part of ``metrics.json``; stage wall times go to ``timings``."""
+    device = device_for(e)
     started = time.perf_counter()
     rec = reconstruct(
         net,
         scans.test,
         c=c,
-        device=device_for(e),
+        device=device,
         precision=e.precision,
         progress=e.enable_progress_bar,
         n_groups=c.data.n_groups if c.run.task == "infer" else None,
@@ -214,7 +215,7 @@ def _reconstruct(
             rec,
             scans.test,
             c=c,
-            device=device_for(e),
+            device=device,
             precision=e.precision,
             progress=e.enable_progress_bar,
         )
