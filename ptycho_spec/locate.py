@@ -66,6 +66,15 @@ def locate_inputs(
     )
 
 
+def compiled_paths(lock: Lock) -> dict[str, str]:
+    """Role → file, for a lock compiled in this process: its recorded paths in the project it
+    names. The compiler has just hashed these very files, so they are not hashed again."""
+    return {
+        item.role: _places(item.path, lock, lock.header.project_dir or "", ())[0]
+        for item in lock.inputs.data
+    }
+
+
 def _places(path: str, lock: Lock, lock_dir: str, data_dirs: Sequence[str]) -> list[str]:
     folders = [lock_dir, lock.header.project_dir] if not os.path.isabs(path) else [""]
     places = [os.path.join(os.path.abspath(f), path) for f in folders if f is not None]

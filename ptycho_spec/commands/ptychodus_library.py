@@ -52,7 +52,7 @@ from ptycho_spec.bases import base_spec
 from ptycho_spec.compile import compile_spec
 from ptycho_spec.errors import DataError, RunError, UsageError
 from ptycho_spec.formats import ptychodus as pf
-from ptycho_spec.locate import locate_inputs, paths_of
+from ptycho_spec.locate import compiled_paths
 from ptycho_spec.lock import Lock, loads_lock
 from ptycho_spec.schema import ACCELERATOR_ALIASES, Canonical, Execution
 from runner.data.npz import write_npz
@@ -438,7 +438,7 @@ class PtychoSpecReconstructor(TrainableReconstructor):
         training: list[LossValue] = []
         validation: list[LossValue] = []
         nepochs = lock.resolved.canonical.training.nepochs
-        paths = paths_of(locate_inputs(lock, lock_dir=str(output)))
+        paths = compiled_paths(lock)
         for event in train_with_losses(lock, paths, run_dir):
             if event.training is not None:
                 training.append(LossValue(event.epoch, event.training))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ptycho_spec.errors import UsageError
 from ptycho_spec.facts import read_host
-from ptycho_spec.locate import data_dirs, locate_inputs, paths_of
+from ptycho_spec.locate import compiled_paths, data_dirs, locate_inputs, paths_of
 from ptycho_spec.lock import Lock, is_lock_file, read_lock
 from ptycho_spec.verify import check_lock, drift_records, enforce
 
@@ -29,7 +29,7 @@ def _lock_for(args: argparse.Namespace) -> tuple[Lock, str, dict[str, str], dict
         from ptycho_spec.compile import compile_spec
 
         lock = compile_spec(args.target, args.sets)
-        return lock, folder, paths_of(locate_inputs(lock, lock_dir=folder)), {}
+        return lock, folder, compiled_paths(lock), {}
     if args.sets:
         msg = "--set cannot change a lock; change the spec and compile it again"
         raise UsageError(msg)
