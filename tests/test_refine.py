@@ -11,6 +11,7 @@ import torch
 from runspec import write_spec
 
 from ptycho_spec.cli import main
+from runner.infer.reconstruct import Reconstruction
 from runner.physics.propagate import far_field, far_field_inverse
 from runner.physics.shift import crop_patches
 from runner.refine import engine
@@ -26,6 +27,7 @@ from runner.refine.engine import (
     step_scale,
 )
 from runner.refine.operators import extract, extract_adjoint, extract_gradient, windows
+from runner.refine.stage import starting_object
 
 N = 16
 
@@ -267,6 +269,25 @@ def test_step_scale() -> None:
     assert STEP_FLOOR < scales[-1] < 3 * STEP_FLOOR
     assert STEP_FLOOR < step_scale(99, 100) < 1.05 * STEP_FLOOR
     assert step_scale(0, 1) == 1.0
+
+
+def test_starting_object_keeps_the_lit_pixels() -> None:
+    """The PINN's values stay where its stitch weight reaches a tenth of the largest; dimmer
+    and uncovered pixels take the lit pixels' mean amplitude with phase 0."""
+    obj = np.full((4, 4), 2j, np.complex64)
+    obj[0] = 3 * np.exp(1j)  # a saturated edge row, barely covered
+    obj[1, 0] = 4  # lit
+    weight = np.full((4, 4), 10.0, np.float32)
+    weight[0] = 0.5
+    weight[3, 3] = 0
+    rec = Reconstruction(
+        obj=obj, weight=weight, x_px=np.zeros(1), y_px=np.zeros(1), truth=None, input_scale=1.0
+    )
+    start = starting_object(rec)
+    lit_mean = (4 + 2 * 10) / 11
+    assert start[1, 0] == 4 and start[2, 2] == 2j
+    np.testing.assert_allclose(start[0], lit_mean, rtol=1e-6)
+    np.testing.assert_allclose(start[3, 3], lit_mean, rtol=1e-6)
 
 
 class TestMovePhaseRamp:
