@@ -36,12 +36,13 @@ from torch import Tensor
 from runner.physics.propagate import far_field, far_field_inverse
 from runner.refine.operators import Windows, extract, extract_adjoint, extract_gradient, windows
 
-ALPHA = 0.2
+ALPHA = 0.15
 """rPIE's α: the share of the brightest illumination added to every pixel's denominator, which
-bounds the step where the probe is dark (Maiden et al. 2017 suggest 0.05–0.25). On the quality
-suite (``benchmarks/RESULTS.md``) 0.1 leaves more noise where a sparse scan lights the object
-dimly (cells, disk probe, step 12: amplitude SSIM 0.372 against 0.385), and 0.3 or more removes
-a PINN start's scan-periodic artifacts more slowly (lines, step 12: phase 0.987 against 0.989)."""
+bounds the step where the probe is dark (Maiden et al. 2017 suggest 0.05–0.25). A trade-off
+measured on the quality suite (``benchmarks/RESULTS.md``, "Refinement steps"): a larger α
+leaves less noise where a sparse scan lights the object dimly (cells, disk probe, step 12:
+amplitude SSIM 0.373, 0.381, 0.385 at α = 0.1, 0.15, 0.2) but removes the errors of a PINN
+start more slowly (lines anchor phase MAE 0.040, 0.052 rad at α = 0.1, 0.2)."""
 STEP_FLOOR = 0.05
 """The share of the full object and probe step that the last passes approach (``step_scale``)."""
 PROBE_START = 1
