@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -221,7 +222,7 @@ class TestRefine:
     def test_position_refinement_reduces_position_error(
         self, scan: dict[str, torch.Tensor]
     ) -> None:
-        """Positions off by up to ±0.8 px move back toward the truth (mean error 0.53 → 0.30 px
+        """Positions off by up to ±0.8 px move back toward the truth (mean error 0.53 → 0.25 px
         in 40 passes; the object absorbs part of the error, so it does not fall to 0)."""
         g = torch.Generator().manual_seed(5)
         jitter = (torch.rand(2, len(scan["x"]), generator=g, dtype=torch.float64) - 0.5) * 1.6
@@ -230,7 +231,7 @@ class TestRefine:
         result = run_refine(scan, x0=x0, y0=y0, iterations=40, update_positions=True)
         before = torch.hypot(x0 - scan["x"], y0 - scan["y"]).mean()
         after = torch.hypot(result.x_px - scan["x"], result.y_px - scan["y"]).mean()
-        assert after < 0.65 * before
+        assert after < 0.55 * before
 
     def test_reproducible(self, scan: dict[str, torch.Tensor]) -> None:
         """The same seed gives the same bits; another seed another minibatch order."""
@@ -265,7 +266,7 @@ def test_step_scale() -> None:
     floor; a single pass takes the full step."""
     scales = [step_scale(i, 10) for i in range(10)]
     assert scales[:6] == [1.0] * 6
-    assert all(a > b for a, b in zip(scales[5:], scales[6:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(scales[5:]))
     assert STEP_FLOOR < scales[-1] < 3 * STEP_FLOOR
     assert STEP_FLOOR < step_scale(99, 100) < 1.05 * STEP_FLOOR
     assert step_scale(0, 1) == 1.0

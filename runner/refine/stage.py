@@ -39,7 +39,7 @@ def starting_object(rec: Reconstruction) -> np.ndarray:
     trusted (the phase head saturates there) and the data constrain them weakly, so
     refinement would keep them for many passes: on the quality suite, starting from every
     covered pixel left a phase MAE of 0.087 rad on the lines anchor against 0.052 rad from the
-    lit pixels only (``benchmarks/RESULTS.md``)."""
+    lit pixels only, at α = 0.2 (``benchmarks/RESULTS.md``)."""
     top = float(rec.weight.max())
     if not top > 0:
         msg = "the PINN's reconstruction covers no object pixel; nothing to refine"
