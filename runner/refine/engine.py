@@ -133,7 +133,7 @@ def step_scale(iteration: int, iterations: int) -> float:
     (the measurement noise, seen one minibatch at a time). Shrinking the steps averages over
     many minibatches, as decreasing steps do for any stochastic gradient method (Robbins &
     Monro 1951). Measured over 100 passes on the quality suite: the weak-amplitude "cells"
-    object's amplitude SSIM rises from 0.36–0.48 (α 0.1–0.5, constant steps) to 0.54, and no
+    object's amplitude SSIM rises from 0.34–0.43 (α 0.1–0.5, constant steps) to 0.54, and no
     case loses (``benchmarks/RESULTS.md``). The first half at full step keeps the convergence
     of the constant-step method."""
     half = iterations // 2
