@@ -77,6 +77,18 @@ def check_positions(x_px: Any, y_px: Any, *, n: int, path: str) -> None:
             index = int(np.flatnonzero(~np.isfinite(values))[0])
             msg = f"holds non-finite positions (the first at index {index})"
             raise DataError(msg, path=path, key=key)
+        # patch pixel j of a pattern at x lies on object pixel x − n/2 + j (bilinear): at
+        # x ≤ −n/2 not one pixel reaches the object frame, which every stitch starts at 0
+        outside = np.flatnonzero(values <= -n / 2)
+        if outside.size:
+            i = int(outside[0])
+            msg = (
+                f"{outside.size} of {values.size} positions, the first index {i} at "
+                f"({x[i]:.4g}, {y[i]:.4g}) px, put their whole {n} px patch before object "
+                "pixel 0, outside the object frame: positions must be object pixels; add "
+                "their offset"
+            )
+            raise DataError(msg, path=path, key=key)
     h, w = canvas_shape(x, y, n)
     if h * w * CANVAS_BYTES_PER_PIXEL <= CANVAS_BUDGET_BYTES:
         return

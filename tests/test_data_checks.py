@@ -112,10 +112,21 @@ class TestCheckPositions:
         assert "start at (1e+06, 1e+06) px, far from pixel (0, 0)" in message
         assert message.startswith("d.npz[xcoords]: ")
 
+    def test_patches_outside_the_object_frame(self) -> None:
+        """A position whose whole patch lies before object pixel 0 is refused, naming it; one
+        whose patch still reaches pixel 0 passes."""
+        y = SCAN.copy()
+        y[3] = -N / 2
+        message = refused(check_positions, SCAN, y, n=N)
+        assert message.startswith("d.npz[ycoords]: 1 of ")
+        assert f"the first index 3 at ({SCAN[3]:.4g}, {-N / 2:.4g}) px" in message
+        y[3] = 0.5 - N / 2
+        check_positions(SCAN, y, n=N, path="d.npz")
+
     def test_the_larger_axis_is_named(self) -> None:
         """The key named is the axis that makes the canvas large."""
         y = SCAN.copy()
-        y[0] = -5e7
+        y[0] = 5e7
         assert refused(check_positions, SCAN, y, n=N).startswith("d.npz[ycoords]: ")
 
     def test_non_finite(self) -> None:

@@ -77,6 +77,9 @@ def _assert_refused(code: int, err: str) -> None:
 @given(degenerate_runs())
 @example(_case(probe="zero"))  # a traceback before these checks
 @example(_case(positions="outlier"))  # terabytes asked of the stitcher
+@example(
+    _case(m=2, positions="negative", run={"task": "train+infer"}, data={"test_file": "scan.npz"})
+)  # every patch before pixel 0: a stitching canvas of negative width
 @example(_case(m=2))  # the default val_loss monitor with no group held out: a late exit 1
 @example(_case(m=5, model={"gridsize": 2}))  # too few neighbours, found after the claim
 @example(
