@@ -84,13 +84,16 @@ def _places(path: str, lock: Lock, lock_dir: str, data_dirs: Sequence[str]) -> l
 
 def _locate(item: DataInput, places: Sequence[str]) -> Located:
     existing = [p for p in places if os.path.isfile(p)]
+    hashed: dict[str, tuple[str, int]] = {}  # a data file may be gigabytes: hash it once
     for place in existing:
         if os.path.getsize(place) == item.size:
-            content = file_digest(place)
-            if content == (item.sha256, item.size):
-                return Located(input=item, path=place, content=content, tried=tuple(places))
-    first = existing[0] if existing else None
-    content = file_digest(first) if first is not None else None
+            hashed[place] = file_digest(place)
+            if hashed[place] == (item.sha256, item.size):
+                return Located(input=item, path=place, content=hashed[place], tried=tuple(places))
+    if not existing:
+        return Located(input=item, path=None, content=None, tried=tuple(places))
+    first = existing[0]
+    content = hashed.get(first) or file_digest(first)
     return Located(input=item, path=first, content=content, tried=tuple(places))
 
 

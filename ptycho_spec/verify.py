@@ -101,7 +101,7 @@ def data_drift(lock: Lock, located: Sequence[Located]) -> tuple[Drift, ...]:
     arrays = _arrays_now(lock, located) if changed and not missing else {}
     drifts = [_missing(x) for x in missing]
     for x in changed:
-        assert x.content is not None
+        assert x.path is not None and x.content is not None
         structure = _array_changes(x.input, arrays)
         now = _content(*x.content) + (f", arrays changed: {structure}" if structure else "")
         drifts.append(_drift(x.input, x.path, now, blocking=bool(structure)))
@@ -112,7 +112,7 @@ def _missing(x: Located) -> Drift:
     return _drift(x.input, x.input.path, f"missing (tried {', '.join(x.tried)})", blocking=True)
 
 
-def _drift(item: DataInput, path: str | None, now: str, *, blocking: bool) -> Drift:
+def _drift(item: DataInput, path: str, now: str, *, blocking: bool) -> Drift:
     key = f"{path} ({item.role})"
     return Drift(
         kind="data", key=key, locked=_content(item.sha256, item.size), now=now, blocking=blocking
