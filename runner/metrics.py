@@ -2,8 +2,13 @@
 
 Scoring region: the bounding box of the pixels the scan covered (``weight > 0``), minus
 ``border`` px on each side (the reference trims offset/2 = 2 px). Amplitude: the prediction is
-rescaled so its mean equals the truth's. Phase: a least-squares plane a·x + b·y + c is fitted
-and removed from each image separately ("plane" alignment).
+rescaled so its mean equals the truth's. Phase: the relative offset and linear ramp between the
+two complex images is removed first (``match_phase``), then a least-squares plane a·x + b·y + c
+is fitted and removed from each image separately (the reference's "plane" alignment). The first
+step departs from the reference: a plane fitted to a *wrapped* phase is wrong once the phase
+wraps, so a reconstruction off by a constant phase near π, or by a ramp that wraps across the
+field, scored as garbage although it differs only by the ambiguity the plane fit is meant to
+remove.
 
 * MAE, MSE: over covered pixels of the region.
 * PSNR = 10·log10(peak² / MSE) with peak = the truth's amplitude range (max − min) for
@@ -143,6 +148,24 @@ def remove_plane(phase: np.ndarray, where: np.ndarray) -> np.ndarray:
     return phase - (coef[0] * xx + coef[1] * yy + coef[2])
 
 
+def match_phase(pred: np.ndarray, truth: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``pred (H, W)`` complex times e^{−i(kx·x + ky·y + c)}: the relative ramp (kx, ky) rad/px
+    and offset c rad to ``truth`` removed, estimated on ``where`` without unwrapping.
+
+    With z = pred·conj(truth), the ramp is the phase of Σ z(x+1)·conj(z(x)) over horizontally
+    adjacent pixels both in ``where`` (likewise vertically) and c the phase of Σ z·e^{−i(kx·x +
+    ky·y)}: sums of complex products, which no wrap disturbs while the relative phase changes by
+    less than π per pixel.
+    """
+    z = np.where(where, pred * np.conj(truth), 0).astype(np.complex128)
+    kx = np.angle(np.sum(z[:, 1:] * np.conj(z[:, :-1])))
+    ky = np.angle(np.sum(z[1:, :] * np.conj(z[:-1, :])))
+    yy, xx = np.indices(z.shape, dtype=np.float64)
+    ramp = np.exp(-1j * (kx * xx + ky * yy))
+    offset = np.angle(np.sum(z * ramp))
+    return pred * ramp * np.exp(-1j * offset)
+
+
 def _region(shape: tuple[int, int], weight: np.ndarray | None, border: int) -> tuple[slice, slice]:
     """Bounding box of the covered pixels, ``border`` px trimmed from each side."""
     covered = np.ones(shape, bool) if weight is None else np.asarray(weight) > 0
@@ -201,7 +224,7 @@ def evaluate(
     )
     amp_range = float(amp_t[where].max() - amp_t[where].min()) or 1.0  # a flat truth: unit range
     phi_t = remove_plane(np.angle(t), where)
-    phi_p = remove_plane(np.angle(p), where)
+    phi_p = remove_plane(np.angle(match_phase(p, t, where)), where)
     return Metrics(
         amplitude=_channel(amp_t, amp_p, where, peak=amp_range, ssim_range=amp_range),
         phase=_channel(

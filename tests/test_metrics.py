@@ -9,7 +9,7 @@ import pytest
 from skimage.metrics import structural_similarity  # test-only dependency
 
 from runner.data.simulate import lines_object
-from runner.metrics import evaluate, frc, remove_plane, ssim
+from runner.metrics import evaluate, frc, match_phase, remove_plane, ssim
 
 
 def images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,14 +88,32 @@ class TestEvaluate:
         assert m.amplitude.psnr == math.inf
         assert m.amplitude.frc50 == 30  # a 60 px square after the 2 px border
 
-    def test_alignment_invariances(self) -> None:
-        """Amplitude scale and phase planes (ramp + offset) are aligned away before scoring."""
+    @pytest.mark.parametrize(
+        ("kx", "ky", "offset"),
+        [(0.01, -0.02, 0.3), (0.0, 0.0, 3.0), (0.15, -0.1, -2.5)],
+        ids=["small", "offset-wraps", "ramp-wraps"],
+    )
+    def test_alignment_invariances(self, kx: float, ky: float, offset: float) -> None:
+        """Amplitude scale and phase planes (ramp + offset) are aligned away before scoring,
+        also when they wrap the phase (an offset near π, a ramp of several turns)."""
         obj = lines_object(64, seed=3).astype(np.complex128)
         yy, xx = np.indices(obj.shape)
-        tilted = 3.0 * np.abs(obj) * np.exp(1j * (np.angle(obj) + 0.01 * xx - 0.02 * yy + 0.3))
+        tilted = 3.0 * np.abs(obj) * np.exp(1j * (np.angle(obj) + kx * xx + ky * yy + offset))
         m = evaluate(tilted, obj)
         assert m.amplitude.mae == pytest.approx(0, abs=1e-6)
         assert m.phase.mae == pytest.approx(0, abs=1e-6)
+        assert m.phase.ssim == pytest.approx(1.0)
+
+    def test_match_phase_ignores_uncovered_pixels(self) -> None:
+        """The ramp is estimated on ``where`` only: noise elsewhere does not bias it."""
+        obj = lines_object(48, seed=6).astype(np.complex128)
+        yy, xx = np.indices(obj.shape)
+        pred = obj * np.exp(1j * (0.2 * xx + 1.0))
+        where = np.zeros(obj.shape, bool)
+        where[8:40, 8:40] = True
+        rng = np.random.default_rng(1)
+        pred[~where] = np.exp(2j * np.pi * rng.random(int((~where).sum())))
+        np.testing.assert_allclose(match_phase(pred, obj, where)[where], obj[where], atol=1e-9)
 
     def test_flat_object_scores_worse(self) -> None:
         """A flat guess has far lower SSIM than a noisy but faithful one, and a finite PSNR."""
