@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ptycho_spec import atomic
-from runner.metrics import remove_plane
+from runner.metrics import match_phase, remove_plane
 
 
 def save_reconstruction(
@@ -86,8 +86,8 @@ def display_images(
 
     Ptychography cannot measure a global phase (nor, with a trainable gain, the amplitude
     scale), so the pictures show the reconstruction aligned as the metrics score it: amplitude
-    rescaled to the truth's mean, the global phase that best matches the truth removed, then a
-    fitted phase plane removed from both. Without a truth only the mean phase is removed.
+    rescaled to the truth's mean, the phase offset and ramp that best match the truth removed
+    (``match_phase``), then a fitted phase plane removed from both. Without a truth only the mean phase is removed.
     ``reconstruction.npz`` keeps the unaligned object.
     """
     covered = weight > 0
@@ -95,8 +95,7 @@ def display_images(
         turn = np.exp(-1j * np.angle(obj[covered].sum()))
         return {"amplitude": (np.abs(obj), None), "phase": (np.angle(obj * turn), None)}
     amp = np.abs(obj) * (np.abs(truth)[covered].mean() / max(np.abs(obj)[covered].mean(), 1e-30))
-    turn = np.exp(-1j * np.angle((obj * np.conj(truth))[covered].sum()))
-    phase = remove_plane(np.angle(obj * turn), covered)
+    phase = remove_plane(np.angle(match_phase(obj, truth, covered)), covered)
     return {
         "amplitude": (amp, np.abs(truth)),
         "phase": (phase, remove_plane(np.angle(truth), covered)),
