@@ -47,6 +47,15 @@ def check_probe(probe: Any, *, path: str, key: str = "probeGuess", within: str =
         raise DataError(msg, path=path, key=key)
 
 
+def central_share(probe: Any, side: int) -> float:
+    """Fraction of an illuminating probe's intensity Σ|P|² on its central N/2 × N/2 box (rows
+    and columns N/4 … 3N/4 − 1 of the ``side`` × ``side`` probe, which may carry a unit axis):
+    the region ``model.pad_object`` lets the object fill."""
+    intensity = np.abs(np.asarray(probe).astype(np.complex128).reshape(side, side)) ** 2
+    q = side // 4
+    return float(intensity[q : side - q, q : side - q].sum() / intensity.sum())
+
+
 def check_patterns(amplitude: Any, *, path: str, key: str, over: str = "") -> None:
     """Patterns ``(M, N, N)`` that measured something: not zero everywhere (``over`` names
     the pixels they were restricted to, for the message)."""

@@ -58,11 +58,13 @@ class ScanFacts:
 
 @frozen(kw_only=True)
 class DataFile:
-    """One input file: its lock entry, probe side (px) if it holds a probe, scan facts if any,
-    and ``notes``: (spec key, message) warnings about what the run will not use of it."""
+    """One input file: its lock entry, probe side (px) and the share of the probe's intensity
+    on the central N/2 × N/2 box (``data_checks.central_share``) if it holds a probe, scan facts
+    if any, and ``notes``: (spec key, message) warnings about what the run will not use of it."""
 
     input: DataInput
     probe_side: int | None = None
+    probe_central_share: float | None = None
     scan: ScanFacts | None = None
     notes: tuple[tuple[str, str], ...] = ()
 
@@ -114,6 +116,7 @@ def _read_simulate_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
 def _read_ptychodus_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
     """Facts of a ptychodus product and its diffraction file: the probe side, the patterns
     paired to positions, and the photons per pattern over good pixels."""
+    from ptycho_spec.data_checks import central_share  # numpy: on first use
     from ptycho_spec.formats import ptychodus as pf  # h5py: only when ptychodus data are named
 
     product = pf.read_product(paths["product"])
@@ -132,6 +135,7 @@ def _read_ptychodus_source(paths: Mapping[str, str]) -> tuple[DataFile, ...]:
         DataFile(
             input=_data_input(product.path, "product", pf.h5_array_infos(product.path)),
             probe_side=product.N,
+            probe_central_share=central_share(product.probe, product.N),
             notes=(
                 ()
                 if product.probe_note is None
@@ -164,7 +168,7 @@ def read_scan_npz(path: str, role: str) -> DataFile:
     """Facts of a diffraction NPZ in the PtychoPINN data contract (``formats.npz``), its values
     checked (``data_checks``: an illuminating probe, measured patterns, positions a canvas
     holds)."""
-    from ptycho_spec.data_checks import check_positions, check_probe  # numpy: on first use
+    from ptycho_spec.data_checks import central_share, check_positions, check_probe
 
     arrays = npz_arrays(path)
     dkey = contract.diffraction_key(list(arrays), path=path)
@@ -175,20 +179,31 @@ def read_scan_npz(path: str, role: str) -> DataFile:
         _check_coords(path, key, arrays, n_patterns)
     with _open_npz(path) as npz:
         scan = _scan_facts(path, npz, dkey, n_patterns, has_object="objectGuess" in arrays)
-        check_probe(npz["probeGuess"], path=path)
+        probe = npz["probeGuess"]
+        check_probe(probe, path=path)
         check_positions(npz["xcoords"], npz["ycoords"], n=side, path=path)
-    return DataFile(input=_data_input(path, role, arrays), probe_side=side, scan=scan)
+    return DataFile(
+        input=_data_input(path, role, arrays),
+        probe_side=side,
+        probe_central_share=central_share(probe, side),
+        scan=scan,
+    )
 
 
 def read_probe_npz(path: str) -> DataFile:
     """Facts of an NPZ that provides a probe (``probeGuess``) for simulation."""
-    from ptycho_spec.data_checks import check_probe  # numpy: on first use
+    from ptycho_spec.data_checks import central_share, check_probe  # numpy: on first use
 
     arrays = npz_arrays(path)
     side = _probe_side(path, arrays)
     with _open_npz(path) as npz:
-        check_probe(npz["probeGuess"], path=path)
-    return DataFile(input=_data_input(path, "probe", arrays), probe_side=side)
+        probe = npz["probeGuess"]
+        check_probe(probe, path=path)
+    return DataFile(
+        input=_data_input(path, "probe", arrays),
+        probe_side=side,
+        probe_central_share=central_share(probe, side),
+    )
 
 
 def _data_input(path: str, role: str, arrays: Mapping[str, ArrayInfo]) -> DataInput:

@@ -47,6 +47,10 @@ DEFAULT_TRAIN_GROUPS: Final = 512
 DEFAULT_INFER_BATCH: Final = 64
 DEFAULT_NPHOTONS: Final = 1e9
 SIMULATED_PROBE_N: Final = 64
+# Least share of the probe's intensity on the central N/2 box for "auto" object padding: the
+# LCLS probe (72 %) biases a padded model's phase; the disk probe and the Siemens star's
+# zone-plate probe (97 %) do not (benchmarks/RESULTS.md, "Object padding and wide probes").
+PAD_OBJECT_SHARE: Final = 0.95
 # Values that "auto" takes for optimizer and scheduler parameters that apply.
 PARAM_DEFAULTS: Final = MappingProxyType(
     {
@@ -280,15 +284,20 @@ def _scan_files(run: _Run) -> list[DataFile]:
     return [f for f in files if f is not None and f.scan is not None]
 
 
-def _probe_evidence(run: _Run) -> list[tuple[int, str]]:
-    """(side, where) of every probe in the data: NPZ probeGuess, a simulation probe file or a
-    ptychodus product's probe."""
+def _probe_files(run: _Run) -> list[DataFile]:
+    """Every file holding a probe the run uses: NPZ probeGuess, a simulation probe file or a
+    ptychodus product's probe (none for the simulated disk probe)."""
     if run.spec.data.source == "npz":
         files = _scan_files(run)
     else:
         probe = run.facts.get("product" if run.spec.data.source == "ptychodus" else "probe")
         files = [probe] if probe is not None else []
-    return [(f.probe_side, f.input.path) for f in files if f.probe_side is not None]
+    return [f for f in files if f.probe_side is not None]
+
+
+def _probe_evidence(run: _Run) -> list[tuple[int, str]]:
+    """(side, where) of every probe in the data."""
+    return [(f.probe_side, f.input.path) for f in _probe_files(run) if f.probe_side is not None]
 
 
 def _model_size(run: _Run) -> None:
@@ -528,6 +537,33 @@ def _model_flags(run: _Run) -> None:
     )
 
 
+def _object_padding(run: _Run) -> None:
+    """``pad_object`` confines the object to the central N/2 box; a probe that lights more than
+    that box leaves light the model cannot explain, which the network fits with a phase ramp
+    (benchmarks/RESULTS.md, "Object padding and wide probes"). ``probe_big`` follows it."""
+    if run.auto("model.pad_object"):
+        shares = [
+            (f.probe_central_share, f.input.path)
+            for f in _probe_files(run)
+            if f.probe_central_share is not None
+        ]
+        if not shares:
+            because = "the simulated disk probe lies within the central N/2 box"
+            run.set("model.pad_object", True, _derived(because))
+        else:
+            share, path = min(shares)
+            pad = share >= PAD_OBJECT_SHARE
+            detail = f"probeGuess holds {share:.0%} of its intensity on the central N/2 box"
+            run.set("model.pad_object", pad, Origin("inferred", file=path, detail=detail))
+    pad = run.spec.model.pad_object
+    _derive(run, "model.probe_big", pad, f"model.pad_object = {show(pad)}")
+    if run.spec.model.probe_big is True and pad is False:
+        origin = run.origin(key_path("model.pad_object"))
+        why = f" ({origin.detail})" if origin is not None and origin.detail else ""
+        msg = f'has no effect without object padding{why}; leave it "auto"'
+        run.error("model.probe_big", msg, "model.pad_object")
+
+
 def _loss_weights(run: _Run) -> None:
     loss = run.spec.training.loss
     for name in AUTO_WEIGHT_TERM:
@@ -674,6 +710,7 @@ STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _groups,
     _supervised_labels,
     _model_flags,
+    _object_padding,
     _neighbours,
     _loss_weights,
     _optimizer_params,

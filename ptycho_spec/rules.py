@@ -133,8 +133,8 @@ def _object_big(spec: Spec, ctx: Context) -> Iterator[Finding]:
 
 
 def _pad_object(spec: Spec, ctx: Context) -> Iterator[Finding]:
-    if spec.model.probe_big and not spec.model.pad_object:
-        msg = "has no effect without object padding; set it to false"
+    if spec.model.probe_big is True and spec.model.pad_object is False:
+        msg = 'has no effect without object padding; leave it "auto"'
         yield finding(spec, ctx, "model.probe_big", msg, "model.pad_object")
 
 

@@ -328,13 +328,19 @@ class Model:
         doc="Merge the C patches of a group onto a shared canvas (overlap constraint).",
         auto="true when gridsize > 1",
     )
-    probe_big: bool = setting(True, doc="Let the decoder fill the outer N/4 border of each patch.")
+    probe_big: bool | Literal["auto"] = setting(
+        AUTO,
+        doc="Let the decoder fill the outer N/4 border of each patch (with pad_object only).",
+        auto="the value of pad_object",
+    )
     probe_mask: bool = setting(False, doc="Apply a soft disk mask (diameter N/2) to the probe.")
     probe_scale: float = setting(
         4.0, doc="Probe normalization: P / (probe_scale · mean|P|), applied once.", checks=(gt(0),)
     )
-    pad_object: bool = setting(
-        True, doc="Predict the object on the central N/2 region and zero-pad to N."
+    pad_object: bool | Literal["auto"] = setting(
+        AUTO,
+        doc="Predict the object on the central N/2 region and zero-pad to N.",
+        auto="true when the probe holds ≥ 95 % of its intensity on that region (a simulated disk probe does)",
     )
     gaussian_smoothing_sigma: float = setting(
         0.0,

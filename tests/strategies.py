@@ -88,8 +88,10 @@ def scan_facts(
     mean_counts: float | None = None,
     nphotons: float | None = None,
     has_object: bool = False,
+    central_share: float = 1.0,
 ) -> DataFile:
-    """Facts of a diffraction NPZ, without a file."""
+    """Facts of a diffraction NPZ, without a file; ``central_share``: of the probe's intensity
+    on the central N/2 box."""
     arrays = {
         "diff3d": ArrayInfo(shape=(n_patterns, side, side), dtype="float32"),
         "probeGuess": ArrayInfo(shape=(side, side), dtype="complex64"),
@@ -104,7 +106,7 @@ def scan_facts(
         has_object=has_object,
     )
     entry = DataInput(role=role, path=path, sha256="sha256:" + "0" * 64, size=1234, arrays=arrays)
-    return DataFile(input=entry, probe_side=side, scan=scan)
+    return DataFile(input=entry, probe_side=side, probe_central_share=central_share, scan=scan)
 
 
 def write_scan_npz(

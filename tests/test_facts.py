@@ -181,6 +181,7 @@ class TestReadProbeNpz:
         np.savez(tmp_path / "p.npz", probeGuess=np.ones((128, 128), np.complex64))
         facts = read_probe_npz(str(tmp_path / "p.npz"))
         assert (facts.probe_side, facts.input.role, facts.scan) == (128, "probe", None)
+        assert facts.probe_central_share == 0.25  # a flat probe: (64/128)² of it on the box
 
 
 class TestFileDigest:

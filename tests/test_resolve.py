@@ -256,6 +256,41 @@ class TestModelFlags:
         ) == (False, None)
 
 
+class TestObjectPadding:
+    def test_simulated_disk_pads(self) -> None:
+        """The simulated disk probe lies within the central box: the object is padded."""
+        lock = compiled()
+        model = lock.resolved.canonical.model
+        assert (model.pad_object, model.probe_big) == (True, True)
+        assert lock.provenance["model.pad_object"].layer == "derived"
+
+    @pytest.mark.parametrize(("share", "pad"), [(0.97, True), (0.95, True), (0.72, False)])
+    def test_from_the_probe(self, share: float, pad: bool) -> None:
+        """Padding only when ≥ 95 % of the probe's intensity lies on the central box; probe_big
+        follows, and the provenance names the file and the share."""
+        lock = compiled(base=NPZ, facts=npz(central_share=share))
+        model = lock.resolved.canonical.model
+        assert (model.pad_object, model.probe_big) == (pad, pad)
+        assert lock.provenance["model.pad_object"] == Origin(
+            "inferred",
+            file="train.npz",
+            detail=f"probeGuess holds {share:.0%} of its intensity on the central N/2 box",
+        )
+
+    def test_explicit_value_wins(self) -> None:
+        """An explicit pad_object is kept whatever the probe."""
+        lock = compiled({"model": {"pad_object": True}}, base=NPZ, facts=npz(central_share=0.5))
+        assert lock.resolved.canonical.model.pad_object is True
+
+    def test_probe_big_without_inferred_padding(self) -> None:
+        """An explicit probe_big = true is refused when padding resolves to false, naming why."""
+        (message,) = failures(
+            {"model": {"probe_big": True}}, base=NPZ, facts=npz(central_share=0.72)
+        )
+        assert "model.probe_big: has no effect without object padding" in message
+        assert "(probeGuess holds 72% of its intensity on the central N/2 box)" in message
+
+
 class TestTraining:
     def test_optimizer_parameters(self) -> None:
         """Parameters of the chosen optimizer get defaults; the others become none."""

@@ -77,8 +77,12 @@ class TestPadObject:
         """probe_big only acts on a padded object."""
         assert (
             "model.probe_big: has no effect without object padding"
-            in errors({"model": {"pad_object": False}})[0]
+            in errors({"model": {"pad_object": False, "probe_big": True}})[0]
         )
+
+    def test_probe_big_follows_padding(self) -> None:
+        """Left "auto", probe_big takes pad_object's value: no conflict."""
+        assert errors({"model": {"pad_object": False}}) == []
 
 
 class TestLoaderWorkers:
