@@ -107,7 +107,7 @@ class TestEvaluate:
     def test_match_phase_ignores_uncovered_pixels(self) -> None:
         """The ramp is estimated on ``where`` only: noise elsewhere does not bias it."""
         obj = lines_object(48, seed=6).astype(np.complex128)
-        yy, xx = np.indices(obj.shape)
+        _, xx = np.indices(obj.shape)
         pred = obj * np.exp(1j * (0.2 * xx + 1.0))
         where = np.zeros(obj.shape, bool)
         where[8:40, 8:40] = True

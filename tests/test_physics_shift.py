@@ -145,6 +145,37 @@ class TestMergeExtract:
             canvas[24 - top : 40 - top, 21 - top : 43 - top], obj[24:40, 21:43]
         )
 
+    def test_a_window_keeps_every_weighted_pixel(self) -> None:
+        """With a window positive everywhere, merge∘extract returns consistent patches whole,
+        beyond the central box, and the canvas grows to hold every shifted window."""
+        obj = randc(96, 96, dtype=torch.complex128)
+        patches, rel = group_of(obj, (48.0, 48.0), [(-3, -3), (3, -3), (-3, 3), (3, 3)], 32)
+        window = torch.linspace(0.1, 1.0, 32)[:, None] * torch.ones(32)
+        canvas = merge_patches(patches, rel, window.double())
+        assert canvas.shape[-1] == 32 + 2 * (3 + 1)
+        again = extract_patches(canvas, rel, 32)
+        torch.testing.assert_close(again, patches, rtol=1e-12, atol=1e-12)
+
+    def test_the_box_loses_a_wide_probes_light(self) -> None:
+        """The far field of a group through merge∘extract: weighted by a wide probe's intensity
+        it is the patterns' own; weighted by the central box it loses the light outside the
+        boxes (the loss that drove the PINN's phase-ramp bias)."""
+        n = 32
+        obj = smooth_object(96, seed=3).to(torch.complex128)
+        patches, rel = group_of(obj, (48.0, 48.0), [(-3, -3), (3, -3), (-3, 3), (3, 3)], n)
+        r = torch.arange(n, dtype=torch.float64) - n / 2
+        probe = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 8.0**2)).to(torch.complex128)
+        lit = probe.abs() ** 2
+        assert float((lit * central_box(n, dtype=torch.float64)).sum() / lit.sum()) < 0.75
+
+        def error(window: torch.Tensor | None) -> float:
+            seen = extract_patches(merge_patches(patches, rel, window), rel, n)
+            far = torch.fft.fft2(seen * probe).abs()
+            return float((far - torch.fft.fft2(patches * probe).abs()).norm() / far.norm())
+
+        assert error(lit / lit.max()) < 1e-6
+        assert error(None) > 0.05
+
     def test_far_apart_patches_grow_the_canvas(self) -> None:
         """Offsets beyond N/4 pad the canvas so no box is cut: merge∘extract stays the identity."""
         obj = randc(96, 96, dtype=torch.complex128)

@@ -65,6 +65,20 @@ class PtychoPINN(nn.Module):
         lit = self.probe if self.mask is None else self.probe * self.mask
         return lit.abs().square().detach()
 
+    def merge_window(self) -> Tensor | None:
+        """Weight ``(N, N)`` of each patch pixel on the group canvas: the object's support.
+
+        With ``pad_object`` that is the central box (None: ``merge_patches``' default, the
+        reference's ``central_mask``). Without it, the illumination |M·P̂|² / max: every pixel
+        the probe lights, in proportion. A central box there would cut away the light a wide
+        probe puts outside it (28 % of the LCLS probe's), which the network then explains with
+        a phase ramp (benchmarks/RESULTS.md, "The group canvas and wide probes").
+        """
+        if self.config.pad_object:
+            return None
+        lit = self.illumination_intensity()
+        return lit / lit.max()
+
     def predict_object(self, x: Tensor) -> Tensor:
         """Generator only: ``(B, C, N, N)`` float → object patches ``(B, C, N, N)`` complex64.
 
@@ -95,5 +109,6 @@ class PtychoPINN(nn.Module):
             return Prediction(object=obj, amplitude=None)
         seen = obj
         if self.config.object_big and self.channels > 1:
-            seen = extract_patches(merge_patches(obj, relative), relative, self.n)
+            canvas = merge_patches(obj, relative, self.merge_window())
+            seen = extract_patches(canvas, relative, self.n)
         return Prediction(object=obj, amplitude=self.diffract(seen))

@@ -82,24 +82,28 @@ def central_box(N: int, *, dtype: torch.dtype = torch.float32, device=None) -> T
     return box
 
 
-def merge_patches(patches: Tensor, relative: Tensor) -> Tensor:
+def merge_patches(patches: Tensor, relative: Tensor, window: Tensor | None = None) -> Tensor:
     """Overlap-average a group's patches: ``(B, C, N, N)`` complex, ``relative (B, C, 2)`` px →
     canvas ``(B, M, M)`` complex centred on the group centre.
 
-    M = N + 2·max(0, ⌈max|relative|⌉ + 1 − N/4): just large enough to hold every shifted central
-    box and its bilinear fringe, so usually M = N (nothing outside the boxes survives anyway).
+    Weighted mean: canvas = Σ_c T(W·O_c) / Σ_c T(W) with T the shift by −relative_c and W the
+    ``window`` ``(N, N)`` ≥ 0, by default the central box (``ptycho_torch/helper.py``,
+    ``training_patch_weighting = 'central_mask'``); pixels with Σ T(W) ≤ 1e-6 are 0. The
+    numerator is weighted too, so the canvas never amplifies a patch's periphery. The reference
+    adds 1e-3 to the denominator (a 0.1 % bias); here the mean is exact.
 
-    Central-mask weighting (``ptycho_torch/helper.py``, ``training_patch_weighting =
-    'central_mask'``): canvas = Σ_c T(W·O_c) / Σ_c T(W) with W the central box and T the shift
-    by −relative_c; pixels with Σ T(W) ≤ 1e-6 are 0. The numerator is masked too, so
-    the canvas is a weighted mean of patch values and never amplifies a patch's periphery. The
-    reference adds 1e-3 to the denominator (a 0.1 % bias); here the mean is exact.
+    M = N + 2·max(0, ⌈max|relative|⌉ + 1 − m), with m = N/4 for the box (its zero margin; usually
+    M = N) and 0 for a given window: just large enough to hold every shifted window and its
+    bilinear fringe.
     """
     n = patches.shape[-1]
+    if window is None:
+        window, margin = central_box(n, dtype=patches.real.dtype, device=patches.device), n // 4
+    else:
+        window, margin = window.to(patches.real.dtype), 0
     reach = math.ceil(float(relative.detach().abs().max())) if relative.numel() else 0
-    pad = max(0, reach + 1 - n // 4)
-    box = central_box(n, dtype=patches.real.dtype, device=patches.device)
-    stacked = torch.stack([patches * box, box.to(patches.dtype).expand_as(patches)])
+    pad = max(0, reach + 1 - margin)
+    stacked = torch.stack([patches * window, window.to(patches.dtype).expand_as(patches)])
     moved = translate(F.pad(stacked, (pad, pad, pad, pad)), -relative)  # (2, B, C, M, M)
     numerator, weight = moved.sum(dim=2).unbind(0)
     weight = weight.real
