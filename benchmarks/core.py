@@ -50,7 +50,7 @@ def _median_seconds(
 def _setup(
     n: int, gridsize: int, batch: int, device: torch.device
 ) -> tuple[PtychoPINN, ScalingConstants, torch.Tensor, torch.Tensor]:
-    model = Model(N=n, gridsize=gridsize, object_big=gridsize > 1)
+    model = Model(N=n, gridsize=gridsize, object_big=gridsize > 1, pad_object=True, probe_big=True)
     probe = disk_probe(n)
     gen = np.random.default_rng(0)
     amplitude = gen.random((batch * gridsize**2, n, n), dtype=np.float32)

@@ -47,9 +47,10 @@ DEFAULT_TRAIN_GROUPS: Final = 512
 DEFAULT_INFER_BATCH: Final = 64
 DEFAULT_NPHOTONS: Final = 1e9
 SIMULATED_PROBE_N: Final = 64
-# Least share of the probe's intensity on the central N/2 box a padded object covers without a
-# warning: the disk probe (100 %) and the Siemens star's zone-plate probe (97 %) pass; the LCLS
-# probe (72 %) does not (benchmarks/RESULTS.md, "The group canvas and wide probes").
+# Least share of the probe's intensity on the central N/2 box for a padded object ("auto"
+# padding, else a warning): the disk probe (100 %) and the Siemens star's zone-plate probe
+# (97 %) pass; the LCLS probe (72 %) does not (benchmarks/RESULTS.md, "The group canvas and
+# wide probes").
 PAD_OBJECT_SHARE: Final = 0.95
 # Values that "auto" takes for optimizer and scheduler parameters that apply.
 PARAM_DEFAULTS: Final = MappingProxyType(
@@ -538,22 +539,34 @@ def _model_flags(run: _Run) -> None:
 
 
 def _object_padding(run: _Run) -> None:
-    """``probe_big`` follows ``pad_object``. A padded object covers the central N/2 box only,
-    so a probe that puts more light outside it than ``PAD_OBJECT_SHARE`` allows draws a
-    warning: the model cannot explain that light (benchmarks/RESULTS.md, "The group canvas and
-    wide probes")."""
+    """``pad_object`` confines the object to the central N/2 box; a probe that lights more than
+    that box leaves light a padded model cannot explain, which the network fits with a phase
+    ramp (benchmarks/RESULTS.md, "The group canvas and wide probes"). "auto" pads only a probe
+    that holds ``PAD_OBJECT_SHARE`` of its intensity on the box; an explicit padding of a wider
+    probe is kept with a warning. ``probe_big`` follows ``pad_object``."""
+    shares = [
+        (f.probe_central_share, f.input.path)
+        for f in _probe_files(run)
+        if f.probe_central_share is not None
+    ]
+    share, path = min(shares) if shares else (1.0, None)
+    detail = f"probeGuess holds {share:.0%} of its intensity on the central N/2 box"
+    if run.auto("model.pad_object") and path is None:
+        because = "the simulated disk probe lies within the central N/2 box"
+        run.set("model.pad_object", True, _derived(because))
+    elif run.auto("model.pad_object"):
+        pad = share >= PAD_OBJECT_SHARE
+        run.set("model.pad_object", pad, Origin("inferred", file=path, detail=detail))
+    elif run.spec.model.pad_object and share < PAD_OBJECT_SHARE:
+        msg = f"{detail} ({path}); a padded object cannot explain the rest"
+        run.error("model.pad_object", msg, warning=True)
     pad = run.spec.model.pad_object
     _derive(run, "model.probe_big", pad, f"model.pad_object = {show(pad)}")
-    if not pad:
-        return
-    for file in _probe_files(run):
-        share = file.probe_central_share
-        if share is not None and share < PAD_OBJECT_SHARE:
-            msg = (
-                f"the probe in {file.input.path} holds only {share:.0%} of its intensity on the "
-                "central N/2 box the padded object covers; the model cannot explain the rest"
-            )
-            run.error("model.pad_object", msg, warning=True)
+    if run.spec.model.probe_big is True and pad is False:
+        origin = run.origin(key_path("model.pad_object"))
+        why = f" ({origin.detail})" if origin is not None and origin.detail else ""
+        msg = f'has no effect without object padding{why}; leave it "auto"'
+        run.error("model.probe_big", msg, "model.pad_object")
 
 
 def _loss_weights(run: _Run) -> None:

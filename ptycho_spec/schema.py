@@ -337,12 +337,10 @@ class Model:
     probe_scale: float = setting(
         4.0, doc="Probe normalization: P / (probe_scale · mean|P|), applied once.", checks=(gt(0),)
     )
-    pad_object: bool = setting(
-        False,
-        doc=(
-            "Predict the object on the central N/2 region and zero-pad to N (PtychoPINN's "
-            "default; a full window scores better, benchmarks/RESULTS.md)."
-        ),
+    pad_object: bool | Literal["auto"] = setting(
+        AUTO,
+        doc="Predict the object on the central N/2 region and zero-pad to N.",
+        auto="true when the probe holds ≥ 95 % of its intensity on that region (a simulated disk probe does)",
     )
     gaussian_smoothing_sigma: float = setting(
         0.0,

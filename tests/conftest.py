@@ -18,7 +18,9 @@ import pytest
 
 from ptycho_spec.schema import Model
 
-TINY_MODEL = Model(N=64, gridsize=1, object_big=False, n_filters_scale=1)
+TINY_MODEL = Model(
+    N=64, gridsize=1, object_big=False, n_filters_scale=1, pad_object=True, probe_big=True
+)
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ class TestModelFields:
             if isinstance(conv, torch.nn.Conv2d):
                 torch.nn.init.normal_(conv.weight, std=0.1)
         out = big(x, rel)
-        merged = extract_patches(merge_patches(out.object, rel), rel, 64)
+        merged = extract_patches(merge_patches(out.object, rel, big.merge_window()), rel, 64)
         torch.testing.assert_close(out.amplitude, big.diffract(merged))  # merged before physics
         unmerged = big.diffract(out.object)
         assert float((out.amplitude - unmerged).abs().max()) > 1e-2 * float(unmerged.abs().max())
@@ -179,6 +179,14 @@ class TestModelFields:
         full = pinn(make_model(probe_big=False, pad_object=False)).predict_object(x)
         assert float(padded.abs()[..., :16, :].max()) == 0
         assert float(full.abs()[..., :16, :].min()) > 0  # a sigmoid amplitude is never exactly 0
+
+    def test_merge_window_is_the_object_support(self, make_model) -> None:
+        """The group canvas weights a padded object by its central box (None: the default) and a
+        full-window one by the probe's intensity, peak 1."""
+        assert pinn(make_model()).merge_window() is None
+        net = pinn(make_model(pad_object=False, probe_big=False))
+        lit = net.illumination_intensity()
+        torch.testing.assert_close(net.merge_window(), lit / lit.max())
 
     def test_probe_mask(self, make_model) -> None:
         """With probe_mask the exit wave is M·O·P̂."""
