@@ -87,8 +87,8 @@ def display_images(
     Ptychography cannot measure a global phase (nor, with a trainable gain, the amplitude
     scale), so the pictures show the reconstruction aligned as the metrics score it: amplitude
     rescaled to the truth's mean, the phase offset and ramp that best match the truth removed
-    (``match_phase``), then a fitted phase plane removed from both. Without a truth only the mean phase is removed.
-    ``reconstruction.npz`` keeps the unaligned object.
+    (``match_phase``), then a fitted phase plane removed from both. Without a truth only the
+    mean phase is removed. ``reconstruction.npz`` keeps the unaligned object.
     """
     covered = weight > 0
     if truth is None:
