@@ -14,9 +14,10 @@ ways:
   fixed (true initial probe) or refined (wrong initial probe).
 
 Every reconstruction is scored the same way: registered to the truth (sub-pixel
-cross-correlation; shifts under 0.1 px or over 8 px are not applied), the global phase
-matched, then ``runner.metrics.evaluate`` (amplitude rescaled to the truth's mean, a phase
-plane removed, SSIM, MAE, FRC; FRC50 read from ring 1 on, see ``frc50``) over the scanned
+cross-correlation; shifts under 0.1 px or over 8 px are not applied), then
+``runner.metrics.evaluate`` (amplitude rescaled to the truth's mean, the relative phase offset
+and ramp and then a phase plane removed, SSIM, MAE, FRC; FRC50 read from ring 1 on, see
+``frc50``) over the scanned
 region: the positions' bounding box widened by N/4, where every method has data. The case axes are the object (lines, star, cells), the probe (LCLS
 Run1084, disk), the scan step (overlap) and the initial probe (true, or defocused by Fresnel
 propagation so that only probe refinement recovers it).
@@ -277,8 +278,9 @@ def scanned_region(
 
 def register(pred: np.ndarray, reference: np.ndarray, region: np.ndarray):
     """``pred`` moved onto ``reference`` (sub-pixel cross-correlation over ``region``, a shift
-    of ``SHIFT_FLOOR_PX`` to ``SHIFT_CAP_PX``) and its global phase matched: (aligned ``(H, W)``
-    complex64, applied shift (dy, dx) px)."""
+    of ``SHIFT_FLOOR_PX`` to ``SHIFT_CAP_PX``): (aligned ``(H, W)`` complex64, applied shift
+    (dy, dx) px). The phase offset and ramp are left to the scoring and the montage, which
+    both remove them (``runner.metrics.match_phase``)."""
     import torch
     from skimage.registration import phase_cross_correlation
 
@@ -293,9 +295,7 @@ def register(pred: np.ndarray, reference: np.ndarray, region: np.ndarray):
         pred = moved.numpy()
     else:
         dy = dx = 0.0
-    covered = region > 0
-    turn = np.exp(-1j * np.angle(np.sum((pred * np.conj(reference))[covered])))
-    return (pred * turn).astype(np.complex64), (dy, dx)
+    return pred.astype(np.complex64), (dy, dx)
 
 
 def score(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
