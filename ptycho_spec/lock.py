@@ -54,7 +54,7 @@ from ptycho_spec.toml_lines import decode_error, parse_toml
 from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 
 FORMAT_VERSION: Final = 1
-FORMAT_REVISION: Final = 2
+FORMAT_REVISION: Final = 3
 # The keys each revision of format 1 added, with the values that reproduce how a lock written
 # before them ran: revision 0 had no refinement and averaged patches without aligning them;
 # before revision 2 every path was absolute (no project folder is needed to find the files) and
@@ -74,6 +74,8 @@ ADDED_IN_REVISION: Final = MappingProxyType(
         # Revision 1 named files by absolute path and left the intra-op thread count to torch
         # on the replaying host.
         2: MappingProxyType({("lock", "project_dir"): None, ("execution", "cpu_threads"): None}),
+        # Revision 2 had no learning-rate warm-up.
+        3: MappingProxyType({("canonical", "training", "warmup_steps"): 0}),
     }
 )
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")

@@ -47,11 +47,12 @@ DEFAULT_TRAIN_GROUPS: Final = 512
 DEFAULT_INFER_BATCH: Final = 64
 DEFAULT_NPHOTONS: Final = 1e9
 SIMULATED_PROBE_N: Final = 64
-# Least share of the probe's intensity on the central N/2 box for a padded object ("auto"
-# padding, else a warning): the disk probe (100 %) and the Siemens star's zone-plate probe
-# (97 %) pass; the LCLS probe (72 %) does not (benchmarks/RESULTS.md, "The group canvas and
-# wide probes").
+# Least share of the probe's intensity on the central N/2 box for a padded object without a
+# warning: the disk probe (100 %) and the Siemens star's zone-plate probe (97 %) pass; the LCLS
+# probe (72 %) does not (benchmarks/RESULTS.md, "The group canvas and wide probes").
 PAD_OBJECT_SHARE: Final = 0.95
+# Optimizer steps of linear learning-rate warm-up that "auto" gives Adam and AdamW.
+ADAM_WARMUP_STEPS: Final = 10
 # Values that "auto" takes for optimizer and scheduler parameters that apply.
 PARAM_DEFAULTS: Final = MappingProxyType(
     {
@@ -541,32 +542,23 @@ def _model_flags(run: _Run) -> None:
 def _object_padding(run: _Run) -> None:
     """``pad_object`` confines the object to the central N/2 box; a probe that lights more than
     that box leaves light a padded model cannot explain, which the network fits with a phase
-    ramp (benchmarks/RESULTS.md, "The group canvas and wide probes"). "auto" pads only a probe
-    that holds ``PAD_OBJECT_SHARE`` of its intensity on the box; an explicit padding of a wider
-    probe is kept with a warning. ``probe_big`` follows ``pad_object``."""
+    ramp (benchmarks/RESULTS.md, "The group canvas and wide probes"): padding a probe with less
+    than ``PAD_OBJECT_SHARE`` of its intensity on the box is kept, with a warning.
+    ``probe_big`` follows ``pad_object``."""
+    pad = run.spec.model.pad_object
     shares = [
         (f.probe_central_share, f.input.path)
         for f in _probe_files(run)
         if f.probe_central_share is not None
     ]
-    share, path = min(shares) if shares else (1.0, None)
-    detail = f"probeGuess holds {share:.0%} of its intensity on the central N/2 box"
-    if run.auto("model.pad_object") and path is None:
-        because = "the simulated disk probe lies within the central N/2 box"
-        run.set("model.pad_object", True, _derived(because))
-    elif run.auto("model.pad_object"):
-        pad = share >= PAD_OBJECT_SHARE
-        run.set("model.pad_object", pad, Origin("inferred", file=path, detail=detail))
-    elif run.spec.model.pad_object and share < PAD_OBJECT_SHARE:
-        msg = f"{detail} ({path}); a padded object cannot explain the rest"
+    if pad and shares and (least := min(shares))[0] < PAD_OBJECT_SHARE:
+        share, path = least
+        msg = (
+            f"probeGuess holds {share:.0%} of its intensity on the central N/2 box ({path}); "
+            "a padded object cannot explain the rest"
+        )
         run.error("model.pad_object", msg, warning=True)
-    pad = run.spec.model.pad_object
     _derive(run, "model.probe_big", pad, f"model.pad_object = {show(pad)}")
-    if run.spec.model.probe_big is True and pad is False:
-        origin = run.origin(key_path("model.pad_object"))
-        why = f" ({origin.detail})" if origin is not None and origin.detail else ""
-        msg = f'has no effect without object padding{why}; leave it "auto"'
-        run.error("model.probe_big", msg, "model.pad_object")
 
 
 def _loss_weights(run: _Run) -> None:
@@ -581,6 +573,16 @@ def _optimizer_params(run: _Run) -> None:
     for name, users in OPTIMIZER_PARAMS.items():
         value = PARAM_DEFAULTS[name] if optimizer in users else None
         _derive(run, f"training.{name}", value, f"training.optimizer = {optimizer}")
+
+
+def _warmup_steps(run: _Run) -> None:
+    """Adam's first steps move every weight by about the full learning rate, whatever its
+    gradient, before the moment estimates settle (Liu et al. 2020, "On the variance of the
+    adaptive learning rate and beyond"); a short warm-up keeps them from flattening the object
+    (benchmarks/RESULTS.md, "Learning-rate warm-up")."""
+    optimizer = run.spec.training.optimizer
+    steps = ADAM_WARMUP_STEPS if optimizer in ("adam", "adamw") else 0
+    _derive(run, "training.warmup_steps", steps, f"training.optimizer = {optimizer}")
 
 
 def _scheduler_params(run: _Run) -> None:
@@ -719,6 +721,7 @@ STEPS: Final[tuple[Callable[[_Run], None], ...]] = (
     _neighbours,
     _loss_weights,
     _optimizer_params,
+    _warmup_steps,
     _scheduler_params,
     _clip_algorithm,
     _inference,

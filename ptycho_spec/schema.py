@@ -337,10 +337,10 @@ class Model:
     probe_scale: float = setting(
         4.0, doc="Probe normalization: P / (probe_scale · mean|P|), applied once.", checks=(gt(0),)
     )
-    pad_object: bool | Literal["auto"] = setting(
-        AUTO,
-        doc="Predict the object on the central N/2 region and zero-pad to N.",
-        auto="true when the probe holds ≥ 95 % of its intensity on that region (a simulated disk probe does)",
+    pad_object: bool = setting(
+        False,
+        doc="Predict the object on the central N/2 region and zero-pad to N (PtychoPINN's "
+        "default); a probe that lights more than that region leaves light it cannot explain.",
     )
     gaussian_smoothing_sigma: float = setting(
         0.0,
@@ -409,6 +409,13 @@ class Training:
     )
     adam_beta2: float | Literal["auto"] | None = setting(
         AUTO, doc="Adam β2.", auto='0.999 with adam/adamw, "none" otherwise', checks=(ge(0), lt(1))
+    )
+    warmup_steps: int | Literal["auto"] = setting(
+        AUTO,
+        doc="Linear learning-rate warm-up over the first optimizer steps, on top of the "
+        "scheduler; 0 disables.",
+        auto="10 with adam/adamw, else 0",
+        checks=(ge(0),),
     )
     scheduler: Scheduler = setting(
         "constant",

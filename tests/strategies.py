@@ -236,6 +236,7 @@ def training_tables(draw: Any) -> dict[str, Any]:
     _maybe(draw, training, "val_fraction", st.sampled_from([0.0, 0.05, 0.2]))
     _maybe(draw, training, "loss", st.sampled_from(["poisson", "mae"]))
     _maybe(draw, training, "learning_rate", st.floats(1e-6, 1e-1, **_FLOATS))
+    _maybe(draw, training, "warmup_steps", st.integers(0, 50))
     _maybe(draw, training, "realspace_weight", st.floats(0, 1, **_FLOATS))
     users = {"momentum": ("sgd",), "adam_beta1": ("adam", "adamw"), "adam_beta2": ("adam", "adamw")}
     for name, values in _OPTIMIZER_VALUES.items():

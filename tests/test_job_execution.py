@@ -39,6 +39,7 @@ TRAINING = Training(
     nphotons=1e6,
     adam_beta1=0.9,
     adam_beta2=0.999,
+    warmup_steps=10,
     **UNUSED_OPTIONS,
 )
 MODEL = Model(N=64, n_filters_scale=1, object_big=False)

@@ -18,11 +18,19 @@ from runner.train.optim import (
     build_optimizer,
     build_scheduler,
     parameter_groups,
+    warmed_up,
     warmup_cosine,
+    warmup_factor,
 )
 
 ADAM = Training(
-    nll_weight=1.0, mae_weight=0.0, nphotons=1.0, adam_beta1=0.8, adam_beta2=0.99, **UNUSED_OPTIONS
+    nll_weight=1.0,
+    mae_weight=0.0,
+    nphotons=1.0,
+    adam_beta1=0.8,
+    adam_beta2=0.99,
+    warmup_steps=0,
+    **UNUSED_OPTIONS,
 )
 
 
@@ -165,6 +173,29 @@ class TestSchedules:
         )
 
 
+class TestWarmup:
+    def test_factor_rises_linearly_then_holds(self) -> None:
+        """(step + 1)/k over the first k steps, then 1; k = 0 is no warm-up."""
+        assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+        assert warmup_factor(0, 0) == 1.0
+
+    def test_scales_the_step_and_restores_the_scheduled_rate(self) -> None:
+        """Inside ``warmed_up`` every group's rate is scaled (the step really is smaller); after
+        it the rate a scheduler set is back, so the two compose."""
+        cfg = attrs.evolve(ADAM, optimizer="sgd", momentum=0.0, adam_beta1=None, adam_beta2=None)
+        weight = torch.nn.Parameter(torch.zeros(()))
+        opt = build_optimizer([weight], cfg)
+        moves = []
+        for step in range(3):
+            before = weight.item()
+            weight.grad = torch.ones(())
+            with warmed_up(opt, step=step, warmup_steps=2):
+                opt.step()
+            assert lrs(opt) == 1e-3
+            moves.append(before - weight.item())
+        assert moves == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
 class TestSchedulesInARun:
     def test_exponential_changes_the_logged_lr(self, tmp_path: Path) -> None:
         """In a real run the scheduler steps each epoch and the logged learning rate follows."""
@@ -172,9 +203,21 @@ class TestSchedulesInARun:
         spec.write_text(
             spec.read_text().replace(
                 "val_fraction = 0.2",
-                'val_fraction = 0.2\nscheduler = "exponential"\nexponential_gamma = 0.5',
+                'val_fraction = 0.2\nscheduler = "exponential"\nexponential_gamma = 0.5\n'
+                "warmup_steps = 0",
             )
         )
         assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
         history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
         assert [h["lr"] for h in history] == pytest.approx([1e-3, 5e-4, 2.5e-4], rel=1e-6)
+
+    def test_warmup_scales_the_first_steps(self, tmp_path: Path) -> None:
+        """Adam's default warm-up (10 steps) in a real run of 5 steps per epoch: the logged
+        learning rate is the mean of the rates the steps took, 0.3 and 0.8 of the rate in the
+        first two epochs, all of it after."""
+        spec = write_spec(tmp_path, task="train", nepochs=3)
+        assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == 0
+        lock = (tmp_path / "run" / "run.lock.toml").read_text()
+        assert "warmup_steps = 10" in lock
+        history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+        assert [h["lr"] for h in history] == pytest.approx([3e-4, 8e-4, 1e-3], rel=1e-6)

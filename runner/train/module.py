@@ -8,6 +8,7 @@ test share one step; every term is logged as ``{stage}_{term}`` and the sum as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,7 +19,7 @@ from ptycho_spec.vocabulary import LEARNING_RATE, SUPERVISED_TERM, loss_weights
 from runner.models.pinn import PtychoPINN
 from runner.physics import losses
 from runner.physics.scaling import ScalingConstants
-from runner.train.optim import build_optimizer, build_scheduler, parameter_groups
+from runner.train.optim import build_optimizer, build_scheduler, parameter_groups, warmed_up
 
 
 class PtychoModule(pl.LightningModule):
@@ -118,6 +119,17 @@ class PtychoModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        warmup = self.training_cfg.warmup_steps
+        with warmed_up(optimizer, step=self.trainer.global_step, warmup_steps=warmup):
+            optimizer.step(closure=optimizer_closure)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(parameter_groups(self, self.training_cfg), self.training_cfg)

@@ -14,7 +14,8 @@ negative and killed half the ReLU channels: the flat-object collapses of ``bench
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -78,10 +79,40 @@ def build_optimizer(
     )
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """LR multiplier of linear warm-up at optimizer step ``step`` (from 0): (step + 1) /
+    ``warmup_steps`` during the first ``warmup_steps`` steps, then 1."""
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
+
+
+@contextmanager
+def warmed_up(optimizer: torch.optim.Optimizer, *, step: int, warmup_steps: int) -> Iterator[None]:
+    """Every group's learning rate times ``warmup_factor`` for the optimizer step taken inside,
+    restored after: the warm-up composes with whatever learning rate the scheduler set.
+
+    ``training.warmup_steps``: Adam's first steps move each weight by about the full learning
+    rate before its moment estimates settle; with the full object window at lr 8e-3 the first
+    step of the phase decoder lifted the loss 9.5× and left the patches flat, and 10 steps of
+    warm-up keep it under 2× (benchmarks/RESULTS.md, "Learning-rate warm-up").
+    """
+    factor = warmup_factor(step, warmup_steps)
+    if factor == 1.0:
+        yield
+        return
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+
+
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to ``min_ratio``."""
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return warmup_factor(step, warmup_steps)
     span = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / span, 1.0)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
