@@ -13,7 +13,7 @@ from torch import nn
 
 from ptycho_spec.schema import Canonical, Inference
 from runner.data.grouping import input_scale
-from runner.infer.reconstruct import collapsed, stitch_groups
+from runner.infer.reconstruct import flat_heads, stitch_groups
 from runner.infer.stitch import stitch
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
@@ -77,19 +77,19 @@ def _output_layers(net: PtychoPINN) -> list[nn.Conv2d]:
 
 
 def collapse_args(c: Canonical, scan: Any) -> dict[str, Any]:
-    """``collapsed``'s settings for a CPU check of ``scan`` scaled as training would scale it."""
+    """``flat_heads``' settings for a CPU check of ``scan`` scaled as training would scale it."""
     scaling = attrs.evolve(UNIT, input_scale=input_scale(scan.amplitude, c.model.N))
     return {"c": c, "scaling": scaling, "device": torch.device("cpu"), "precision": "32-true"}
 
 
-class TestCollapsed:
-    """``collapsed``: most patches flat in amplitude and phase over their lit centre."""
+class TestFlatHeads:
+    """``flat_heads``: the heads flat over the lit centre of most patches."""
 
     def test_an_untrained_generator_is_flat(self, make_model: Any, tiny_scan: Any) -> None:
         """Zero output layers: every patch is amplitude ½, phase 0."""
         c = canonical(make_model)
         net = net_for(make_model, tiny_scan.probe)
-        assert collapsed(net, tiny_scan, **collapse_args(c, tiny_scan))
+        assert flat_heads(net, tiny_scan, **collapse_args(c, tiny_scan)) == ("amplitude", "phase")
 
     def test_varied_then_saturated(self, make_model: Any, tiny_scan: Any) -> None:
         """Output layers with weights make patches vary; huge output biases saturate the
@@ -103,11 +103,24 @@ class TestCollapsed:
             for conv in outputs:
                 nn.init.normal_(conv.weight, std=0.05)
         kwargs = collapse_args(c, tiny_scan)
-        assert not collapsed(net, tiny_scan, **kwargs)
+        assert flat_heads(net, tiny_scan, **kwargs) == ()
         with torch.no_grad():
             for conv in outputs:
                 conv.bias.fill_(1e3)
-        assert collapsed(net, tiny_scan, **kwargs)
+        assert flat_heads(net, tiny_scan, **kwargs) == ("amplitude", "phase")
+
+    def test_one_dead_decoder(self, make_model: Any, tiny_scan: Any) -> None:
+        """A phase decoder whose last features died (its output layer sees only its bias)
+        is found alone, while the amplitude varies."""
+        c = canonical(make_model)
+        net = net_for(make_model, tiny_scan.probe)
+        outputs = _output_layers(net)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, conv in net.generator.named_modules():
+                if name.startswith("amplitude") and any(conv is o for o in outputs):
+                    nn.init.normal_(conv.weight, std=0.05)
+        assert flat_heads(net, tiny_scan, **collapse_args(c, tiny_scan)) == ("phase",)
 
 
 class TestSplitScan:

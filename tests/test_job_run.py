@@ -142,7 +142,9 @@ class TestTasks:
         out = tmp_path / "run"
         assert main(["run", str(spec), "--out", str(out), "--set=training.learning_rate=1e-9"]) == 0
         assert f"warning: {COLLAPSE_WARNING}" in capsys.readouterr().err
-        assert json.loads((out / "metrics.json").read_text())["warnings"] == [COLLAPSE_WARNING]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["warnings"] == [COLLAPSE_WARNING]
+        assert metrics["flat_heads"] == ["amplitude", "phase"]
 
     def test_infer_refuses_model_settings(
         self, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -156,12 +156,12 @@ def reconstruct(
     )
 
 
-COLLAPSE_GROUPS = 64  # groups sampled by ``collapsed``
+COLLAPSE_GROUPS = 64  # groups sampled by ``flat_heads``
 FLAT_AMPLITUDE = 1e-3  # within-patch std of the amplitude (relative above 1) that is flat
 FLAT_PHASE_RAD = 1e-2  # within-patch std of the phase that is flat
 
 
-def collapsed(
+def flat_heads(
     net: PtychoPINN,
     scan: Scan,
     *,
@@ -169,14 +169,16 @@ def collapsed(
     scaling: ScalingConstants,
     device: torch.device,
     precision: str,
-) -> bool:
-    """Whether the generator maps most of the first groups of ``scan`` to patches flat in
-    both amplitude and phase over their centre (the central N/2 × N/2, where the probe is
-    bright; the phase taken about each patch's mean direction): the flat-object solution a
-    run can sink into when its output heads saturate or its features die, or stay in when it
-    trains too little (zero output layers start flat). A healthy generator's patches vary by
-    ~10⁻¹ in both on the lines objects. Only the sampled patterns are scaled into network
-    units (by the training's ``scaling``)."""
+) -> tuple[str, ...]:
+    """Which of the generator's heads (``"amplitude"``, ``"phase"``) map most of the first
+    groups of ``scan`` to patches flat over their centre (the central N/2 × N/2, where the probe
+    is bright; the phase taken about each patch's mean direction). Both flat is the flat-object
+    solution a run can sink into when its output heads saturate or its features die, or stay
+    in when it trains too little (zero output layers start flat); one flat head is a decoder
+    whose last features died (benchmarks/RESULTS.md, "Learning-rate warm-up"), or an object
+    without contrast there. A healthy generator's patches vary by ~10⁻¹ in both on the lines
+    objects. Only the sampled patterns are scaled into network units (by the training's
+    ``scaling``)."""
     n = c.model.N
     indices = inference_groups(c, scan, n_groups=min(COLLAPSE_GROUPS, len(scan.x_px)))
     rows, local = np.unique(indices, return_inverse=True)
@@ -195,9 +197,11 @@ def collapsed(
     phase = np.angle(centre * np.conj(centre.mean(axis=(-2, -1), keepdims=True)))
     amplitude = np.abs(centre)
     scale = np.maximum(amplitude.mean(axis=(-2, -1)), 1.0)
-    flat_amplitude = amplitude.std(axis=(-2, -1)) <= FLAT_AMPLITUDE * scale
-    flat_phase = phase.std(axis=(-2, -1)) <= FLAT_PHASE_RAD
-    return bool(np.mean(flat_amplitude & flat_phase) >= 0.5)
+    flat = {
+        "amplitude": amplitude.std(axis=(-2, -1)) <= FLAT_AMPLITUDE * scale,
+        "phase": phase.std(axis=(-2, -1)) <= FLAT_PHASE_RAD,
+    }
+    return tuple(head for head, patches_flat in flat.items() if np.mean(patches_flat) >= 0.5)
 
 
 def score(rec: Reconstruction) -> dict[str, float] | None:

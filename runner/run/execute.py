@@ -28,7 +28,7 @@ from ptycho_spec.errors import LockError
 from ptycho_spec.lock import Lock, dumps_lock, loads_lock
 from ptycho_spec.schema import Canonical, Execution
 from runner import rundir
-from runner.infer.reconstruct import Reconstruction, collapsed, reconstruct, score
+from runner.infer.reconstruct import Reconstruction, flat_heads, reconstruct, score
 from runner.interop.ptychodus_product import PRODUCT_OUTPUT, loss_values, write_product
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
@@ -46,6 +46,20 @@ COLLAPSE_WARNING = (
     'training.learning_rate, use training.scheduler = "warmup_cosine" or '
     "training.gradient_clip_val, or train longer"
 )
+
+
+def flat_head_warning(heads: tuple[str, ...]) -> str | None:
+    """What to tell the user when ``flat_heads`` found ``heads`` flat; None when none is."""
+    if len(heads) > 1:
+        return COLLAPSE_WARNING
+    if not heads:
+        return None
+    (head,) = heads
+    return (
+        f"training ended with a flat {head}: the generator's {head} is nearly constant over "
+        f"most patches (its decoder's units died, or the object has no {head} contrast); "
+        "lower training.learning_rate or change run.seed"
+    )
 
 
 def configure_process(execution: Execution) -> None:
@@ -168,11 +182,13 @@ def _train_and_reconstruct(
         }
         net = module.net
         device = device_for(e)
-        if collapsed(
+        heads = flat_heads(
             net, scans.train, c=c, scaling=ts.scaling, device=device, precision=e.precision
-        ):
-            report["warnings"] = [COLLAPSE_WARNING]
-            print(f"warning: {COLLAPSE_WARNING}", file=sys.stderr)
+        )
+        report["flat_heads"] = list(heads)
+        if (warning := flat_head_warning(heads)) is not None:
+            report["warnings"] = [warning]
+            print(f"warning: {warning}", file=sys.stderr)
     timings: dict[str, float] = {}
     if c.run.task != "train":
         report |= _reconstruct(
