@@ -166,7 +166,7 @@ class TestCompileBeforeRun:
             lock = read_lock(out / "locks" / f"{point.id}.lock.toml")
             assert lock.header.digest == point.lock_digest
         sets = ["data.n_groups=8", "run.seed=4"]
-        same = compile_spec(str(tmp_path / "base.toml"), sets, environ={})
+        same = compile_spec(str(tmp_path / "base.toml"), sets, environ=os.environ)  # as the study
         assert listed.points[3].run_digest == same.header.run_digest
         assert read_lock(out / "locks" / "003.lock.toml").provenance["data.n_groups"].line == 5
         assert not (out / "points").exists()
