@@ -16,6 +16,7 @@ import pytest
 import torch
 from runspec import UNUSED_OPTIONS
 
+from ptycho_spec.resolve import ADAM_WARMUP_STEPS
 from ptycho_spec.schema import Training
 from runner.data.grouping import group_scan
 from runner.data.simulate import disk_probe, lines_object, raster_positions, simulate_scan
@@ -34,7 +35,7 @@ TRAINING = Training(
     nphotons=1e9,
     adam_beta1=0.9,
     adam_beta2=0.999,
-    warmup_steps=10,
+    warmup_steps=ADAM_WARMUP_STEPS,  # Adam's default
     **UNUSED_OPTIONS,
 )
 
