@@ -299,7 +299,7 @@ def _probe_files(run: _Run) -> list[DataFile]:
 
 def _probe_evidence(run: _Run) -> list[tuple[int, str]]:
     """(side, where) of every probe in the data."""
-    return [(f.probe_side, f.input.path) for f in _probe_files(run) if f.probe_side is not None]
+    return [(f.probe_side, f.input.path) for f in _probe_files(run)]
 
 
 def _model_size(run: _Run) -> None:
@@ -579,10 +579,13 @@ def _warmup_steps(run: _Run) -> None:
     """Adam's first steps move every weight by about the full learning rate, whatever its
     gradient, before the moment estimates settle (Liu et al. 2020, "On the variance of the
     adaptive learning rate and beyond"); a short warm-up keeps them from flattening the object
-    (benchmarks/RESULTS.md, "Learning-rate warm-up")."""
-    optimizer = run.spec.training.optimizer
-    steps = ADAM_WARMUP_STEPS if optimizer in ("adam", "adamw") else 0
-    _derive(run, "training.warmup_steps", steps, f"training.optimizer = {optimizer}")
+    (benchmarks/RESULTS.md, "Learning-rate warm-up"). ``warmup_cosine`` warms up by itself."""
+    training = run.spec.training
+    if training.scheduler == "warmup_cosine":
+        _derive(run, "training.warmup_steps", 0, "training.scheduler = warmup_cosine")
+    else:
+        steps = ADAM_WARMUP_STEPS if training.optimizer in ("adam", "adamw") else 0
+        _derive(run, "training.warmup_steps", steps, f"training.optimizer = {training.optimizer}")
 
 
 def _scheduler_params(run: _Run) -> None:

@@ -414,7 +414,7 @@ class Training:
         AUTO,
         doc="Linear learning-rate warm-up over the first optimizer steps, on top of the "
         "scheduler; 0 disables.",
-        auto="10 with adam/adamw, else 0",
+        auto="10 with adam/adamw, 0 with sgd or the warmup_cosine scheduler",
         checks=(ge(0),),
     )
     scheduler: Scheduler = setting(

@@ -122,7 +122,9 @@ def test_pinn_beats_a_flat_object(make_model) -> None:
 def test_large_steps_keep_learning(make_model, wide: bool, pad: bool) -> None:
     """Adam at lr 8e-3, batch 8, through the runner's fan-in-scaled groups and its 10-step
     warm-up: the loss stays within a few times its start (at most 1.7× with the disk probe,
-    1.1× with a wide probe) and the patches stay varied. Without the warm-up the first step of
+    1.1× with a wide probe) and the patches stay varied (with 1 to 4 threads, whose float
+    sums differ, the median stds are ≥ 1.5× the floors: amplitude 0.020-0.058, phase
+    0.074-0.43 rad). Without the warm-up the first step of
     the phase decoder lifts the loss 9.5× with the disk probe and the full window and the
     amplitude ends flat (median std 0.007); with one learning rate for every weight the same
     40 steps saturate both heads: the loss jumps to 32× its start and the patches end exactly

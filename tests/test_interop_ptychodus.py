@@ -290,7 +290,7 @@ class TestReconstruct:
         # object that a one-pixel shift matches 2.5-5 % worse
         assert here > 0.25
         for shift in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-            assert correlation(obj, truth, shift) < here
+            assert correlation(obj, truth, shift) < 0.99 * here
 
     def test_bad_pixels_are_not_read(
         self, simulated: Simulated, trained: Trained, reconstructed: list[Any]

@@ -278,6 +278,22 @@ class TestObjectPadding:
 
 
 class TestTraining:
+    @pytest.mark.parametrize(
+        ("training", "steps"),
+        [
+            ({}, 10),
+            ({"optimizer": "adamw"}, 10),
+            ({"optimizer": "sgd"}, 0),
+            ({"scheduler": "warmup_cosine"}, 0),
+            ({"optimizer": "sgd", "warmup_steps": 5}, 5),
+        ],
+    )
+    def test_warmup_steps(self, training: dict[str, Any], steps: int) -> None:
+        """Adam and AdamW warm up for 10 steps, SGD not at all, warmup_cosine by its own
+        epochs; an explicit value is kept."""
+        lock = compiled({"training": training})
+        assert lock.resolved.canonical.training.warmup_steps == steps
+
     def test_optimizer_parameters(self) -> None:
         """Parameters of the chosen optimizer get defaults; the others become none."""
         training = compiled({"training": {"optimizer": "sgd"}}).resolved.canonical.training

@@ -96,9 +96,6 @@ def warmed_up(optimizer: torch.optim.Optimizer, *, step: int, warmup_steps: int)
     warm-up keep it under 2× (benchmarks/RESULTS.md, "Learning-rate warm-up").
     """
     factor = warmup_factor(step, warmup_steps)
-    if factor == 1.0:
-        yield
-        return
     lrs = [group["lr"] for group in optimizer.param_groups]
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr * factor
