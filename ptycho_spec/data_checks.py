@@ -64,6 +64,19 @@ def check_patterns(amplitude: Any, *, path: str, key: str, over: str = "") -> No
         raise DataError(msg, path=path, key=key)
 
 
+def check_spread(amplitude: Any, *, path: str, key: str, over: str = "") -> None:
+    """Training patterns ``(M, N, N)`` that differ from one another: ``model.center_input``
+    scales the generator's input by their spread about the mean pattern."""
+    patterns = np.asarray(amplitude)
+    rest = np.array_split(patterns[1:], max(1, len(patterns) // 1024))
+    if not any((chunk != patterns[0]).any() for chunk in rest):
+        msg = (
+            f"its {len(patterns)} training pattern(s) are all the same{over}, so they have no "
+            "spread to scale the generator's input by; set model.center_input = false"
+        )
+        raise DataError(msg, path=path, key=key)
+
+
 def canvas_shape(x_px: Any, y_px: Any, n: int) -> tuple[int, int]:
     """(H, W) px of a canvas from object pixel (0, 0) that holds every N × N patch at the
     positions ``x_px, y_px (M,)`` (and pixel (0, 0) itself, where the stitcher starts)."""

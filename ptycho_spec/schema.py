@@ -318,6 +318,14 @@ class Model:
     )
     architecture: Architecture = setting("cnn", doc="Generator architecture.")
     n_filters_scale: int = setting(2, doc="Width multiplier of the CNN.", checks=(ge(1),))
+    center_input: bool = setting(
+        True,
+        doc="Feed the generator (x − x̄)/s: each pattern x minus the training set's mean "
+        "pattern x̄, over the patterns' standard deviation s about it (both frozen from the "
+        "training set and kept in the model). The object's signal is a small change on the "
+        "probe's own pattern; centred, it reaches the network at full scale. false: "
+        "PtychoPINN's input x.",
+    )
     amp_activation: AmpActivation = setting(
         "sigmoid",
         doc="Activation of the amplitude head.",

@@ -25,7 +25,7 @@ from runner.infer.stitch import stitch
 from runner.metrics import evaluate
 from runner.models.pinn import PtychoPINN
 from runner.physics.losses import poisson_nll
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import InputCentering, ScalingConstants
 from runner.train.optim import build_optimizer, parameter_groups, warmed_up
 
 N, SIZE, STEPS, BATCH = 64, 112, 400, 8
@@ -67,6 +67,11 @@ def lines_groups(model, *, nphotons: float, probe: np.ndarray | None = None):
     return obj, probe, scaling, groups, inputs, torch.from_numpy(groups.relative).float()
 
 
+def centered(inputs: torch.Tensor) -> InputCentering:
+    """The runner's input centering of training inputs ``(G, C, N, N)``."""
+    return InputCentering.from_training(inputs.reshape(-1, N, N).numpy(), input_scale=1.0)
+
+
 def train(
     net, optimizer, scaling, inputs, relative, *, steps: int, batch: int, warmup_steps: int = 0
 ) -> list[float]:
@@ -98,7 +103,9 @@ def test_pinn_beats_a_flat_object(make_model) -> None:
     obj, probe, scaling, groups, inputs, relative = lines_groups(model, nphotons=1e6)
 
     torch.manual_seed(0)
-    net = PtychoPINN(model=model, probe=torch.from_numpy(probe), scaling=scaling)
+    net = PtychoPINN(
+        model=model, probe=torch.from_numpy(probe), scaling=scaling, centering=centered(inputs)
+    )
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = train(net, optimizer, scaling, inputs, relative, steps=STEPS, batch=BATCH)
     assert np.mean(losses[-50:]) < 0.3 * np.mean(losses[:50])
@@ -120,15 +127,15 @@ def test_pinn_beats_a_flat_object(make_model) -> None:
     ids=["disk-padded", "disk-full-window", "wide-full-window"],
 )
 def test_large_steps_keep_learning(make_model, wide: bool, pad: bool) -> None:
-    """Adam at lr 8e-3, batch 8, through the runner's fan-in-scaled groups and its 10-step
-    warm-up: the loss stays within a few times its start (at most 1.7× with the disk probe,
-    1.1× with a wide probe) and the patches stay varied (with 1 to 4 threads, whose float
-    sums differ, the median stds are ≥ 1.5× the floors: amplitude 0.020-0.058, phase
-    0.074-0.43 rad). Without the warm-up the first step of
-    the phase decoder lifts the loss 9.5× with the disk probe and the full window and the
-    amplitude ends flat (median std 0.007); with one learning rate for every weight the same
-    40 steps saturate both heads: the loss jumps to 32× its start and the patches end exactly
-    flat."""
+    """Adam at lr 8e-3, batch 8, through the runner's fan-in-scaled groups, its 10-step
+    warm-up and its centred input: the loss stays within a few times its start and the
+    patches stay varied. Measured with one thread: peak 1.1-1.7× the first loss, the last 10
+    steps 0.3-0.5× it, median stds amplitude 0.033-0.046 and phase 0.12-0.33 rad (floors
+    0.01 and 0.05); uncentred, the last steps sit at 0.5-0.9×. Without the warm-up the first
+    step of the phase decoder lifts the loss 9.5× with the disk probe and the full window and
+    the amplitude ends flat (median std 0.007); with one learning rate for every weight the
+    same 40 steps saturate both heads: the loss jumps to 32× its start and the patches end
+    exactly flat."""
     model = attrs.evolve(make_model(gridsize=2, object_big=True), pad_object=pad, probe_big=pad)
     _, probe, scaling, _, inputs, relative = lines_groups(
         model, nphotons=1e9, probe=wide_probe() if wide else None
@@ -136,7 +143,9 @@ def test_large_steps_keep_learning(make_model, wide: bool, pad: bool) -> None:
     training = attrs.evolve(TRAINING, learning_rate=8e-3)
 
     torch.manual_seed(0)
-    net = PtychoPINN(model=model, probe=torch.from_numpy(probe), scaling=scaling)
+    net = PtychoPINN(
+        model=model, probe=torch.from_numpy(probe), scaling=scaling, centering=centered(inputs)
+    )
     optimizer = build_optimizer(parameter_groups(net, training), training)
     losses = train(
         net,

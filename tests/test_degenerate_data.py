@@ -90,6 +90,7 @@ def _assert_refused(code: int, err: str) -> None:
         data={"test_fraction": 0.5},
     )
 )  # training patterns all zero once the file is split
+@example(_case(patterns="constant"))  # no spread for model.center_input to scale by
 def test_degenerate_data_is_refused_or_runs(case: dict[str, Any]) -> None:
     """Compile, then run the lock: each step exits 0, or 2/4 with one-line diagnostics and
     before the run directory exists; a run that exits 0 is complete."""
@@ -108,3 +109,20 @@ def test_degenerate_data_is_refused_or_runs(case: dict[str, Any]) -> None:
             assert not out.exists(), f"refused after claiming the run directory: {err}"
             return
         assert (out / "COMPLETE").is_file() and "Traceback" not in err, err
+
+
+def test_identical_patterns_name_center_input(tmp_path: Path) -> None:
+    """Training patterns that are all the same give the centred generator input nothing to
+    scale by: exit 4 before the run directory, naming the key that can be turned off; with it
+    off the same data trains."""
+    case = _case(patterns="constant")
+    np.savez(tmp_path / "scan.npz", **case["arrays"])
+    for center, expected in ((True, 4), (False, 0)):
+        spec = {**case["spec"], "model": {**case["spec"]["model"], "center_input": center}}
+        (tmp_path / "spec.toml").write_text(toml(spec), encoding="utf-8")
+        out = tmp_path / f"run-{center}"
+        code, err = cli("run", str(tmp_path / "spec.toml"), "--out", str(out))
+        assert code == expected, err
+        if center:
+            _assert_refused(code, err)
+            assert "model.center_input = false" in err and not out.exists()

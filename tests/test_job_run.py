@@ -191,6 +191,10 @@ class TestBundle:
         again.load_state_dict(net.state_dict(), strict=True)
         x = torch.rand(2, 1, 64, 64)
         torch.testing.assert_close(net.predict_object(x), again.predict_object(x))
+        # the training set's input centering travels with the weights
+        assert c.model.center_input
+        assert float(bundle.state_dict["input_spread"]) > 0
+        assert float(bundle.state_dict["input_mean"].abs().max()) > 0
         assert set(bundle.scaling) == {
             "input_scale",
             "photon_scale",

@@ -18,9 +18,12 @@ from ptycho_spec.locate import locate_inputs, recorded_path
 from ptycho_spec.lock import Lock, dumps_lock, read_lock
 from ptycho_spec.toml_lines import parse_toml
 
-# No learning-rate warm-up, as before revision 3: the same run as a revision 1 lock of it.
-SPEC = NPZ_SPEC.replace('train_file = "train.npz"', 'train_file = "data/train.npz"').replace(
-    "[training]\n", "[training]\nwarmup_steps = 0\n"
+# No learning-rate warm-up and uncentred inputs, as before revisions 3 and 4: the same run as a
+# revision 1 lock of it.
+SPEC = (
+    NPZ_SPEC.replace('train_file = "train.npz"', 'train_file = "data/train.npz"')
+    .replace("[training]\n", "[training]\nwarmup_steps = 0\n")
+    .replace("[model]\n", "[model]\ncenter_input = false\n")
 )
 INFER_SPEC = """\
 spec_version = 1
@@ -57,13 +60,16 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 def absolute_revision_1(lock_path: Path, out: Path) -> Path:
     """The lock at ``lock_path`` as format revision 1 wrote it: every path absolute, no
-    ``project_dir``, ``cpu_threads`` or ``warmup_steps``, digests over that text."""
+    ``project_dir``, ``cpu_threads``, ``warmup_steps`` or ``center_input``, digests over that
+    text."""
     data = parse_toml(lock_path.read_text())
     project = Path(data["lock"].pop("project_dir"))
     data["execution"].pop("cpu_threads")
     data["provenance"].pop("execution.cpu_threads")
     data["canonical"]["training"].pop("warmup_steps")
     data["provenance"].pop("training.warmup_steps")
+    data["canonical"]["model"].pop("center_input")
+    data["provenance"].pop("model.center_input")
     data["lock"]["format_revision"] = 1
     for item in data["inputs"]["data"] + data["inputs"]["specs"]:
         item["path"] = str(project / item["path"])

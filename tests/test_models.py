@@ -15,7 +15,7 @@ from runner.models.cnn import UpConv, build_cnn
 from runner.models.pinn import PtychoPINN
 from runner.models.registry import GENERATORS, build_generator, find_generator, make_registry
 from runner.physics.propagate import far_field
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import InputCentering, ScalingConstants
 from runner.physics.shift import crop_patches, extract_patches, merge_patches
 
 # float(t) of a tensor that carries a graph warns; these tests read values out of such tensors
@@ -238,6 +238,28 @@ class TestPtychoPINN:
         torch.testing.assert_close(
             net.diffract(patches)[:, 0].double(), clean, rtol=1e-4, atol=1e-5 * float(clean.max())
         )
+
+    @pytest.mark.parametrize("center", [True, False])
+    def test_generator_input(self, make_model, center: bool) -> None:
+        """With ``center_input`` the generator sees (x − x̄)/s and the model keeps x̄ and s as
+        buffers (into its state dict, so a bundle carries them); without it, x itself."""
+        model = attrs.evolve(make_model(), center_input=center)
+        mean = torch.linspace(0, 1, 64 * 64).reshape(64, 64)
+        centering = InputCentering(mean=mean.numpy(), spread=0.25)
+        net = PtychoPINN(
+            model=model, probe=torch.from_numpy(disk_probe(64)), scaling=UNIT, centering=centering
+        )
+        seen = []
+
+        def record(_module, args, output):
+            seen.append(args[0].detach().clone())
+
+        net.generator.register_forward_hook(record)
+        x = inputs(2, 1)
+        net.predict_object(x)
+        expected = (x - mean) / 0.25 if center else x
+        torch.testing.assert_close(seen[0], expected)
+        assert ({"input_mean", "input_spread"} <= set(net.state_dict())) is center
 
     def test_initial_gain(self, make_model) -> None:
         """g starts at the scaling's initial gain."""

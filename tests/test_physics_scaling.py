@@ -10,7 +10,7 @@ import torch
 
 from runner.data.simulate import disk_probe
 from runner.physics.probe import initial_gain, normalize_probe, probe_mask
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import CHUNK_PATTERNS, InputCentering, ScalingConstants
 
 
 class TestScalingConstants:
@@ -62,3 +62,22 @@ class TestScalingConstants:
             ScalingConstants(
                 input_scale=1.0, photon_scale=1.0, mean_photons=1.0, initial_gain=math.inf
             )
+
+
+class TestInputCentering:
+    def test_mean_pattern_and_spread(self) -> None:
+        """x̄ is the mean pattern of x = r·X and s the standard deviation about it over every
+        pixel, the same when the patterns are summed in several chunks."""
+        rng = np.random.default_rng(2)
+        for count in (7, 2 * CHUNK_PATTERNS + 3):
+            amp = (rng.random((count, 8, 8)) * 3 + np.arange(64).reshape(8, 8)).astype(np.float32)
+            centering = InputCentering.from_training(amp, input_scale=0.5)
+            x = 0.5 * amp.astype(np.float64)
+            assert centering.mean.dtype == np.float32 and centering.mean.shape == (8, 8)
+            np.testing.assert_allclose(centering.mean, x.mean(axis=0), rtol=1e-6)
+            assert centering.spread == pytest.approx(float((x - x.mean(axis=0)).std()), rel=1e-6)
+
+    def test_no_spread_is_refused(self) -> None:
+        """Identical patterns leave nothing to scale by."""
+        with pytest.raises(ValueError, match="spread"):
+            InputCentering.from_training(np.ones((3, 4, 4), np.float32), input_scale=1.0)

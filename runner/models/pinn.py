@@ -12,7 +12,7 @@ from ptycho_spec.schema import Model
 from runner.models.registry import build_generator
 from runner.physics.probe import normalize_probe, probe_mask
 from runner.physics.propagate import amplitude, far_field, gaussian_smooth, illuminate
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import InputCentering, ScalingConstants
 from runner.physics.shift import extract_patches, merge_patches
 
 
@@ -32,9 +32,19 @@ class PtychoPINN(nn.Module):
     real/imaginary parts ``(N, N, 2)``: a buffer, or a parameter iff ``probe_trainable``. The
     output gain g = exp(log_gain) starts at ``scaling.initial_gain`` and is a parameter iff
     ``intensity_scale_trainable`` (the TF model's trainable log-scale, ``ptycho/model.py`` ``IntensityScaler``).
+    With ``center_input`` the generator sees (x − x̄)/s, ``centering``'s mean pattern x̄
+    ``(N, N)`` and spread s kept as buffers: a trained model carries them into its bundle, and
+    a model built to load a state dict (``centering`` None) starts with x̄ = 0, s = 1.
     """
 
-    def __init__(self, *, model: Model, probe: Tensor, scaling: ScalingConstants) -> None:
+    def __init__(
+        self,
+        *,
+        model: Model,
+        probe: Tensor,
+        scaling: ScalingConstants,
+        centering: InputCentering | None = None,
+    ) -> None:
         super().__init__()
         self.config = model
         self.n = int(model.N)
@@ -48,6 +58,11 @@ class PtychoPINN(nn.Module):
         log_gain = torch.tensor(math.log(scaling.initial_gain), dtype=torch.float32)
         self._keep("probe_ri", probe_hat.clone(), trainable=model.probe_trainable)
         self._keep("log_gain", log_gain, trainable=model.intensity_scale_trainable)
+        if model.center_input:
+            mean = torch.zeros(self.n, self.n) if centering is None else centering.mean
+            spread = 1.0 if centering is None else centering.spread
+            self.register_buffer("input_mean", torch.as_tensor(mean, dtype=torch.float32))
+            self.register_buffer("input_spread", torch.tensor(spread, dtype=torch.float32))
 
     def _keep(self, name: str, value: Tensor, *, trainable: bool) -> None:
         if trainable:
@@ -85,6 +100,8 @@ class PtychoPINN(nn.Module):
         Without ``object_big`` the C channels are independent patterns (B·C samples of 1).
         """
         b, c, n, _ = x.shape
+        if self.config.center_input:
+            x = (x - self.input_mean.to(x.dtype)) / self.input_spread.to(x.dtype)
         inputs = x if self.config.object_big else x.reshape(b * c, 1, n, n)
         amp, phase = self.generator(inputs)
         # amp·e^{iφ} written out: torch.polar leaves negative moduli undefined, and the SiLU

@@ -61,3 +61,37 @@ class ScalingConstants:
 def to_network_units(amplitude: np.ndarray, r: float) -> np.ndarray:
     """x = r·X ``(..., N, N)`` float32, multiplied in float64."""
     return (np.asarray(amplitude, dtype=np.float64) * r).astype(np.float32)
+
+
+CHUNK_PATTERNS = 1024  # patterns summed at once: bounds the float64 temporaries
+
+
+@frozen(kw_only=True)
+class InputCentering:
+    """The generator's input normalization (``model.center_input``), frozen from the training
+    patterns: the generator sees (x − ``mean``)/``spread``, with ``mean`` ``(N, N)`` float32 the
+    mean training pattern in network units and ``spread`` the standard deviation of the
+    patterns about it over every pixel.
+
+    Every pattern is mostly the probe's own diffraction; what the object changes is a small part
+    of x, and for a weak object a very small one. Fed x itself, the generator's features barely
+    differ from one position to the next and training sits on a flat object (the weak-phase
+    "cells" of ``benchmarks/quality.py`` stayed flat for 12 of 16 epochs). Centred and scaled,
+    the changes are the whole input (benchmarks/RESULTS.md, "Centred inputs").
+    """
+
+    mean: np.ndarray = field(converter=lambda a: np.asarray(a, np.float32))
+    spread: float = field(converter=float, validator=_positive_finite)
+
+    @classmethod
+    def from_training(cls, amplitude: np.ndarray, *, input_scale: float) -> InputCentering:
+        """Of the training set's measured amplitudes ``(M, N, N)`` (bad pixels already zeroed)
+        in network units x = r·X, r = ``input_scale``; summed in float64, chunk by chunk."""
+        chunks = np.array_split(np.asarray(amplitude), max(1, len(amplitude) // CHUNK_PATTERNS))
+        mean = sum(chunk.sum(axis=0, dtype=np.float64) for chunk in chunks) * input_scale
+        mean /= len(amplitude)
+        squares = sum(
+            float(np.square(chunk.astype(np.float64) * input_scale - mean).sum())
+            for chunk in chunks
+        )
+        return cls(mean=mean, spread=math.sqrt(squares / (len(amplitude) * mean.size)))

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 from attrs import frozen
 
-from ptycho_spec.data_checks import check_patterns, check_probe
+from ptycho_spec.data_checks import check_patterns, check_probe, check_spread
 from ptycho_spec.errors import DataError
 from ptycho_spec.schema import Canonical
 from ptycho_spec.vocabulary import split_counts
@@ -105,7 +105,8 @@ _KEYS: Final = MappingProxyType(
 def check_scans(c: Canonical, scans: Scans) -> None:
     """``DataError`` (exit 4) before any work, naming file and key, unless each scan has
     patterns measured on good pixels and a probe lit where the model looks: inside the probe
-    mask, and, with ``inference.stitch = "probe"``, over the patch centre stitching keeps."""
+    mask, and, with ``inference.stitch = "probe"``, over the patch centre stitching keeps; with
+    ``model.center_input``, training patterns that differ."""
     patterns_key, probe_key = _KEYS.get(c.data.source, (None, None))
     mask = probe_mask(c.model.N).numpy() if c.model.probe_mask else None
     within = "" if mask is None else " inside the probe mask (model.probe_mask = true)"
@@ -125,6 +126,11 @@ def check_scans(c: Canonical, scans: Scans) -> None:
                 'trim or stitch by "position"'
             )
             raise DataError(msg, path=model_scan.source, key=probe_key)
+    if c.model.center_input and scans.train is not None:
+        over = "" if scans.train.valid_mask is None else " on the pixels valid_mask keeps"
+        check_spread(
+            scans.train.masked_amplitude(), path=scans.train.source, key=patterns_key, over=over
+        )
 
 
 def split_scan(scan: Scan, test_fraction: float) -> tuple[Scan, Scan]:

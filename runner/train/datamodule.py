@@ -16,20 +16,22 @@ from ptycho_spec.schema import Canonical, Execution
 from ptycho_spec.vocabulary import validation_groups
 from runner.data.grouping import Groups, group_scan
 from runner.data.scan import Scan
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import InputCentering, ScalingConstants
 from runner.physics.shift import crop_patches
 from runner.train.sampling import EpochSampler, GroupBatches, make_loader
 
 
 @frozen(kw_only=True)
 class TrainingSet:
-    """Grouped training data with its frozen scaling constants and its train/val split."""
+    """Grouped training data with its frozen scaling constants, its train/val split and, with
+    ``model.center_input``, the generator's input centering (else None)."""
 
     scan: Scan
     groups: Groups
     scaling: ScalingConstants
     train_ids: np.ndarray
     val_ids: np.ndarray
+    centering: InputCentering | None
 
 
 def training_set(c: Canonical, scan: Scan) -> TrainingSet:
@@ -48,12 +50,18 @@ def training_set(c: Canonical, scan: Scan) -> TrainingSet:
     )
     order = np.random.default_rng(c.seeds.split).permutation(len(groups.indices))
     n_val = validation_groups(len(order), c.training.val_fraction)
+    centering = None
+    if c.model.center_input:
+        centering = InputCentering.from_training(
+            scan.masked_amplitude(), input_scale=scaling.input_scale
+        )
     return TrainingSet(
         scan=scan,
         groups=groups,
         scaling=scaling,
         train_ids=np.sort(order[n_val:]),
         val_ids=np.sort(order[:n_val]),
+        centering=centering,
     )
 
 

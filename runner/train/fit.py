@@ -88,6 +88,7 @@ def train(
         training=c.training,
         probe=torch.from_numpy(ts.scan.probe),
         scaling=ts.scaling,
+        centering=ts.centering,
         valid_mask=None if ts.scan.valid_mask is None else torch.from_numpy(ts.scan.valid_mask),
         monitor=e.checkpoint_monitor,
         compile_generator=e.compile,

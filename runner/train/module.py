@@ -18,7 +18,7 @@ from ptycho_spec.schema import Model, Training
 from ptycho_spec.vocabulary import LEARNING_RATE, SUPERVISED_TERM, loss_weights
 from runner.models.pinn import PtychoPINN
 from runner.physics import losses
-from runner.physics.scaling import ScalingConstants
+from runner.physics.scaling import InputCentering, ScalingConstants
 from runner.train.optim import build_optimizer, build_scheduler, parameter_groups, warmed_up
 
 
@@ -36,6 +36,7 @@ class PtychoModule(pl.LightningModule):
         training: Training,
         probe: torch.Tensor,
         scaling: ScalingConstants,
+        centering: InputCentering | None = None,
         valid_mask: torch.Tensor | None,
         monitor: str,
         compile_generator: bool = False,
@@ -47,7 +48,7 @@ class PtychoModule(pl.LightningModule):
             scaling,
             monitor,
         )
-        self.net = PtychoPINN(model=model, probe=probe, scaling=scaling)
+        self.net = PtychoPINN(model=model, probe=probe, scaling=scaling, centering=centering)
         if compile_generator:
             self.net.generator = torch.compile(self.net.generator)
         self.register_buffer("valid_mask", valid_mask, persistent=False)
