@@ -3,7 +3,9 @@
 Each setting is one ``ptycho-spec run SPEC --set ...`` (the quickstart by default), in its own
 run directory; the table reports the test object's amplitude and phase SSIM and phase MAE of
 the PINN's reconstruction, which of the generator's heads the run found flat (``metrics.json``
-``flat_heads``; both is the flat object), the last epoch's training loss and the wall time.
+``flat_heads``; both is the flat object), the generator's least-alive ReLU layer (the share of
+its channels positive anywhere on ``ALIVE_GROUPS`` training groups: dead units are how a head
+goes flat), the last epoch's training loss and the wall time.
 Rows are written to ``--out`` as each run finishes, so an interrupted sweep keeps what it
 measured. Usage::
 
@@ -43,6 +45,41 @@ EXTRA_SETTINGS: tuple[tuple[str, ...], ...] = (
 )
 
 
+ALIVE_GROUPS = 64
+
+
+def least_alive(run_dir: Path) -> tuple[str, float]:
+    """The generator ReLU layer of the run in ``run_dir`` with the smallest share of channels
+    positive anywhere on its first ``ALIVE_GROUPS`` training groups: (layer name, share)."""
+    from ptycho_spec.locate import compiled_paths
+    from ptycho_spec.lock import loads_lock
+    from runner.infer.reconstruct import inference_groups, network_input
+    from runner.run.execute import net_from_bundle
+    from runner.run.prepare import load_scans
+    from runner.train.bundle import read_bundle
+
+    lock = loads_lock((run_dir / "run.lock.toml").read_text())
+    c = lock.resolved.canonical
+    train = load_scans(c, compiled_paths(lock)).train
+    net = net_from_bundle(c, read_bundle(run_dir / "model.bundle"), probe=train.probe).eval()
+    x, _ = network_input(train, c.model.N)
+    groups = torch.from_numpy(inference_groups(c, train, n_groups=None)[:ALIVE_GROUPS])
+    shares: dict[str, float] = {}
+
+    def record(name: str):
+        def hook(_module, _inputs, out: torch.Tensor) -> None:
+            shares[name] = float((out > 0).flatten(2).any(-1).any(0).float().mean())
+
+        return hook
+
+    for name, module in net.generator.named_modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.register_forward_hook(record(name))
+    with torch.inference_mode():
+        net.predict_object(x[groups])
+    return min(shares.items(), key=lambda item: item[1])
+
+
 def grid(seeds: Sequence[int], batches: Sequence[int], lrs: Sequence[str]) -> list[tuple[str, ...]]:
     """Every seed × batch size × learning rate as ``--set`` assignments."""
     return [
@@ -73,11 +110,13 @@ def run_one(
     return metrics, seconds, done.returncode
 
 
-def row(sets: Sequence[str], metrics: dict, seconds: float, code: int) -> str:
-    """One Markdown table row for a finished run."""
+def row(
+    sets: Sequence[str], metrics: dict, seconds: float, code: int, alive: tuple[str, float]
+) -> str:
+    """One Markdown table row for a finished run; ``alive`` from :func:`least_alive`."""
     label = ", ".join(s.split(".", 1)[1] for s in sets)
     if code != 0:
-        return f"| {label} | exit {code} | | | | | {seconds:.0f} |"
+        return f"| {label} | exit {code} | | | | | | {seconds:.0f} |"
     rec = metrics.get("pinn_reconstruction") or metrics.get("reconstruction") or {}
     amp, phase = rec.get("amplitude", {}), rec.get("phase", {})
     flat = ", ".join(metrics.get("flat_heads", []))
@@ -86,7 +125,7 @@ def row(sets: Sequence[str], metrics: dict, seconds: float, code: int) -> str:
     return (
         f"| {label} | {amp.get('ssim', float('nan')):.3f} | {phase.get('ssim', float('nan')):.3f}"
         f" | {phase.get('mae', float('nan')):.3f} | {f'**{flat}**' if flat else 'none'}"
-        f" | {loss:.3f} | {seconds:.0f} |"
+        f" | {alive[0]} {alive[1]:.2f} | {loss:.3f} | {seconds:.0f} |"
     )
 
 
@@ -98,8 +137,8 @@ def header(args: argparse.Namespace) -> str:
         f"{time.strftime('%Y-%m-%d')}\n\n"
         f"Command: `python benchmarks/collapse.py {' '.join(sys.argv[1:])}`; "
         f"spec `{args.spec}`, common settings `{' '.join(args.common)}`\n\n"
-        "| setting | amp SSIM | phase SSIM | phase MAE (rad) | flat heads "
-        "| last train loss | wall (s) |\n|---|---|---|---|---|---|---|\n"
+        "| setting | amp SSIM | phase SSIM | phase MAE (rad) | flat heads | least-alive layer "
+        "| last train loss | wall (s) |\n|---|---|---|---|---|---|---|---|\n"
     )
 
 
@@ -146,7 +185,8 @@ def main() -> None:
         metrics, seconds, code = run_one(
             args.spec, full, workdir / f"run{i:02d}", threads=args.threads
         )
-        line = row(sets, metrics, seconds, code)
+        alive = least_alive(workdir / f"run{i:02d}") if code == 0 else ("", float("nan"))
+        line = row(sets, metrics, seconds, code, alive)
         with out.open("a") as f:
             f.write(line + "\n")
         print(line, flush=True)

@@ -18,7 +18,8 @@ cross-correlation; shifts under 0.1 px or over 8 px are not applied), then
 ``runner.metrics.evaluate`` (amplitude rescaled to the truth's mean, the relative phase offset
 and ramp and then a phase plane removed, SSIM, MAE, FRC; FRC50 read from ring 1 on, see
 ``frc50``) over the scanned
-region: the positions' bounding box widened by N/4, where every method has data. The case axes are the object (lines, star, cells), the probe (LCLS
+region: the positions' bounding box widened by how far the true probe lights (``lit_margin``:
+N/4, or less for a narrower probe), where every method has data. The case axes are the object (lines, star, cells), the probe (LCLS
 Run1084, disk), the scan step (overlap) and the initial probe (true, or defocused by Fresnel
 propagation so that only probe refinement recovers it).
 
@@ -281,11 +282,30 @@ def scanned_region(
     return region
 
 
+LIT_FRACTION = 0.1  # of the probe's peak intensity: dimmer pixels were not measured
+
+
+def lit_margin(probe: np.ndarray) -> int:
+    """Widening of the positions' bounding box that the scored region takes: N/4, or less when
+    ``probe (N, N)`` puts less than ``LIT_FRACTION`` of its peak intensity that far from the
+    position (patch pixel N/2). The disk probe (radius ≈ 0.17·N) lights 13 px at N = 64; beyond
+    that no pattern measured the object, and each method's object is its fill value there."""
+    intensity = np.abs(probe) ** 2
+    n = probe.shape[-1]
+    rows, cols = np.nonzero(intensity >= LIT_FRACTION * intensity.max())
+    reach = np.hypot(rows - n / 2, cols - n / 2).max()
+    return min(n // 4, int(np.ceil(reach)))
+
+
 def register(pred: np.ndarray, reference: np.ndarray, region: np.ndarray):
-    """``pred`` moved onto ``reference`` (sub-pixel cross-correlation over ``region``, a shift
-    of ``SHIFT_FLOOR_PX`` to ``SHIFT_CAP_PX``): (aligned ``(H, W)`` complex64, applied shift
-    (dy, dx) px). The phase offset and ramp are left to the scoring and the montage, which
-    both remove them (``runner.metrics.match_phase``)."""
+    """``pred`` moved onto ``reference`` (sub-pixel cross-correlation of the two complex fields
+    less their means, over ``region``'s bounding box; a shift of ``SHIFT_FLOOR_PX`` to
+    ``SHIFT_CAP_PX``): (aligned ``(H, W)`` complex64, applied shift (dy, dx) px). Plain rather
+    than phase correlation: phase correlation weights every frequency alike, so on a blurred or
+    weak-contrast object its peak is the noise's (7 px for the PINN and 40 px for pty-chi on
+    cells-disk-step12, objects drawn in the positions' frame). The phase offset and ramp are
+    left to the scoring and the montage, which both remove them
+    (``runner.metrics.match_phase``)."""
     import torch
     from skimage.registration import phase_cross_correlation
 
@@ -293,7 +313,10 @@ def register(pred: np.ndarray, reference: np.ndarray, region: np.ndarray):
 
     rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    shift, _, _ = phase_cross_correlation(reference[box], pred[box], upsample_factor=20)
+    ref, moving = reference[box], pred[box]
+    shift, _, _ = phase_cross_correlation(
+        ref - ref.mean(), moving - moving.mean(), upsample_factor=20, normalization=None
+    )
     dy, dx = float(shift[0]), float(shift[1])
     if SHIFT_FLOOR_PX <= max(abs(dy), abs(dx)) <= SHIFT_CAP_PX:
         moved = translate(torch.from_numpy(pred.astype(np.complex128)), torch.tensor([dx, dy]))
@@ -367,7 +390,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     scan = write_case_npz(case, folder, nphotons=args.nphotons)
     truth = scan.object
-    region = scanned_region(scan.x_px, scan.y_px, truth.shape, N // 4)
+    region = scanned_region(scan.x_px, scan.y_px, truth.shape, lit_margin(true_probe(case)))
     wrong = case.initial_probe == "wrong"
     row: dict = {"case": asdict(case), "patterns": len(scan)}
     objects_by_method = {}

@@ -75,7 +75,9 @@ def main() -> None:
         rec = np.load(args.out / name / "run" / "reconstruction.npz")
         truth, amplitude = data["objectGuess"], data["diff3d"].astype(np.float32)
         x, y = data["xcoords"].astype(np.float64), data["ycoords"].astype(np.float64)
-        region = quality.scanned_region(x, y, truth.shape, quality.N // 4)
+        region = quality.scanned_region(
+            x, y, truth.shape, quality.lit_margin(quality.true_probe(case))
+        )
         measured = engine.Measurements(
             amplitude=torch.from_numpy(amplitude),
             valid=None,

@@ -132,6 +132,26 @@ def _object_big(spec: Spec, ctx: Context) -> Iterator[Finding]:
         yield finding(spec, ctx, "model.object_big", msg, "model.gridsize")
 
 
+def _probe_trainable(spec: Spec, ctx: Context) -> Iterator[Finding]:
+    """Without the overlap constraint each patch's object can absorb any probe change, so
+    training moves the probe but not towards the true one (benchmarks/RESULTS.md, "A
+    trainable probe at gridsize 1")."""
+    model = spec.model
+    if not model.probe_trainable:
+        return
+    if model.gridsize == 1:
+        cause = "model.gridsize"
+    elif model.object_big is False:
+        cause = "model.object_big"
+    else:
+        return
+    msg = (
+        "without the overlap constraint nothing ties the probe to the object; "
+        "refine it against the data with refine.probe = true"
+    )
+    yield finding(spec, ctx, "model.probe_trainable", msg, cause, warning=True)
+
+
 def _pad_object(spec: Spec, ctx: Context) -> Iterator[Finding]:
     if spec.model.probe_big is True and spec.model.pad_object is False:
         msg = 'has no effect without object padding; leave it "auto"'
@@ -438,6 +458,7 @@ RULES: Final[tuple[Callable[[Spec, Context], Iterator[Finding]], ...]] = (
     _object_size,
     _neighbors,
     _object_big,
+    _probe_trainable,
     _pad_object,
     _optimizer_params,
     _scheduler_params,

@@ -356,7 +356,11 @@ class Model:
         unit="px",
         checks=(ge(0),),
     )
-    probe_trainable: bool = setting(False, doc="Optimize the probe with the network.")
+    probe_trainable: bool = setting(
+        False,
+        doc="Optimize the probe with the network. Only the overlap constraint (gridsize > 1 with "
+        "object_big) ties it to the object; otherwise use refine.probe.",
+    )
     intensity_scale_trainable: bool = setting(
         True, doc="Optimize the global amplitude gain between object and diffraction."
     )

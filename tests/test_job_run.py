@@ -17,7 +17,7 @@ from ptycho_spec.lock import read_lock
 from ptycho_spec.vocabulary import logged_metrics
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
-from runner.run.execute import COLLAPSE_WARNING
+from runner.run.execute import COLLAPSE_WARNING, UNCENTRED_HINT, flat_head_warning
 from runner.train.bundle import MEMBERS, read_bundle
 
 TRAIN_OUTPUTS = {
@@ -145,6 +145,15 @@ class TestTasks:
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["warnings"] == [COLLAPSE_WARNING]
         assert metrics["flat_heads"] == ["amplitude", "phase"]
+
+    def test_flat_head_advice(self) -> None:
+        """One flat head is named; without centred inputs the advice adds the key that
+        doubled the stable learning rate; nothing flat, no warning."""
+        assert flat_head_warning((), centered=False) is None
+        assert flat_head_warning(("amplitude", "phase"), centered=True) == COLLAPSE_WARNING
+        phase = flat_head_warning(("phase",), centered=True)
+        assert phase.startswith("training ended with a flat phase") and UNCENTRED_HINT not in phase
+        assert flat_head_warning(("phase",), centered=False) == phase + UNCENTRED_HINT
 
     def test_infer_refuses_model_settings(
         self, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

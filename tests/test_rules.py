@@ -72,6 +72,27 @@ class TestObjectBig:
         )
 
 
+class TestProbeTrainable:
+    def test_warns_without_overlap(self) -> None:
+        """A trainable probe at gridsize 1, or without the shared canvas, warns and names the
+        stage that does refine the probe."""
+        for model in (
+            {"probe_trainable": True},
+            {"probe_trainable": True, "gridsize": 2, "object_big": False},
+        ):
+            extra = {"model": model, "data": {"neighbor_count": 4} if "gridsize" in model else {}}
+            [text] = warnings(extra)
+            assert (
+                text.startswith("s.toml:") and "model.probe_trainable: without the overlap" in text
+            )
+            assert "refine.probe = true" in text
+
+    def test_quiet_with_overlap(self) -> None:
+        """At gridsize 2 with the shared canvas the overlap ties the probe to the object."""
+        model = {"probe_trainable": True, "gridsize": 2}
+        assert findings({"model": model, "data": {"neighbor_count": 4}}) == []
+
+
 class TestPadObject:
     def test_probe_big_without_padding(self) -> None:
         """probe_big only acts on a padded object."""

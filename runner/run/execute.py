@@ -43,23 +43,26 @@ from runner.train.fit import train
 COLLAPSE_WARNING = (
     "training ended on a flat object: the generator's amplitude and phase are nearly constant "
     "over most patches (saturated or dead units, or too little training); lower "
-    'training.learning_rate, use training.scheduler = "warmup_cosine" or '
-    "training.gradient_clip_val, or train longer"
+    "training.learning_rate, change run.seed, or train longer"
 )
+UNCENTRED_HINT = "; model.center_input = true lets the decoders take about twice the learning rate"
 
 
-def flat_head_warning(heads: tuple[str, ...]) -> str | None:
-    """What to tell the user when ``flat_heads`` found ``heads`` flat; None when none is."""
-    if len(heads) > 1:
-        return COLLAPSE_WARNING
+def flat_head_warning(heads: tuple[str, ...], *, centered: bool) -> str | None:
+    """What to tell the user when ``flat_heads`` found ``heads`` flat; None when none is.
+    ``centered``: whether the generator saw centred inputs (``model.center_input``)."""
     if not heads:
         return None
-    (head,) = heads
-    return (
-        f"training ended with a flat {head}: the generator's {head} is nearly constant over "
-        f"most patches (its decoder's units died, or the object has no {head} contrast); "
-        "lower training.learning_rate or change run.seed"
-    )
+    if len(heads) > 1:
+        text = COLLAPSE_WARNING
+    else:
+        (head,) = heads
+        text = (
+            f"training ended with a flat {head}: the generator's {head} is nearly constant over "
+            f"most patches (its decoder's units died, or the object has no {head} contrast); "
+            "lower training.learning_rate or change run.seed"
+        )
+    return text if centered else text + UNCENTRED_HINT
 
 
 def configure_process(execution: Execution) -> None:
@@ -186,7 +189,7 @@ def _train_and_reconstruct(
             net, scans.train, c=c, scaling=ts.scaling, device=device, precision=e.precision
         )
         report["flat_heads"] = list(heads)
-        if (warning := flat_head_warning(heads)) is not None:
+        if (warning := flat_head_warning(heads, centered=c.model.center_input)) is not None:
             report["warnings"] = [warning]
             print(f"warning: {warning}", file=sys.stderr)
     timings: dict[str, float] = {}
