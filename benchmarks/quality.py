@@ -10,6 +10,8 @@ ways:
   ``train+infer`` on the same file. ``reconstruction.npz`` ``pinn_object`` is the PINN's
   stitched object, ``object`` the refined one (``--refine`` iterations of ``[refine]``, with
   probe refinement where the initial probe is wrong); with ``--refine 0`` both are the PINN's.
+  Where the initial probe is wrong, the same spec runs once more with
+  ``training.calibrate_probe`` and no refinement: the PINN trained on a calibrated probe.
 * pty-chi LSQML (``benchmarks/ptychi_reference.py``) from a flat object, with the probe held
   fixed (true initial probe) or refined (wrong initial probe).
 
@@ -247,6 +249,32 @@ def run_pinn(
     return pinn, final, wall, timing
 
 
+CALIBRATED = "PINN, probe calibrated"
+CALIBRATION_PASSES = 20  # star-wrongprobe: 2 s on one thread, the probe 0.018 from the truth
+
+
+def run_calibrated(
+    case: Case, folder: Path, *, args: argparse.Namespace
+) -> tuple[np.ndarray, dict]:
+    """The case's PINN run again with ``training.calibrate_probe`` and no refinement: (its
+    object, its ``timing.toml``). Only for a wrong initial probe, which training at gridsize 1
+    cannot correct."""
+    overrides = (
+        f"training.calibrate_probe={CALIBRATION_PASSES}",
+        "refine.iterations=0",
+        "refine.probe=false",
+    )
+    out = folder / "run-calibrated"
+    _, _, timing = run_spec(
+        folder / "run.toml",
+        out,
+        overrides=overrides,
+        log=folder / "run-calibrated.log",
+        threads=args.threads,
+    )
+    return pinn_objects(out)[0], timing
+
+
 def run_ptychi(
     scan, *, canvas: tuple[int, int], epochs: int, refine_probe: bool, args: argparse.Namespace
 ):
@@ -399,6 +427,10 @@ def run_case(case: Case, args: argparse.Namespace) -> dict:
             case, folder, args=args, n_patterns=len(scan)
         )
         objects_by_method |= {"PINN": pinn, "PINN + refine": final}
+        if wrong:
+            objects_by_method[CALIBRATED], row["calibrated_timing"] = run_calibrated(
+                case, folder, args=args
+            )
     key = {"case": asdict(case), "nphotons": args.nphotons}
     ref, row["ptychi_wall_s"], row["ptychi_cached"] = cached_ptychi(
         folder,
@@ -460,11 +492,12 @@ def cached_ptychi(
 def run_siemens(args: argparse.Namespace) -> dict:
     """The real Siemens star: ours registered to pty-chi LSQML (probe refined) on the same frame."""
     from runner.data.npz import read_npz
+    from runner.infer.stitch import covering_canvas
 
     folder = args.out / "siemens"
     folder.mkdir(parents=True, exist_ok=True)
     scan = read_npz(SIEMENS_DATA, measurement="counts")
-    canvas = stitch_canvas(scan.x_px, scan.y_px, scan.N)
+    canvas = covering_canvas(scan.x_px, scan.y_px, scan.N)
     row: dict = {"patterns": len(scan)}
     ref, row["ptychi_wall_s"], row["ptychi_cached"] = cached_ptychi(
         folder,
@@ -519,12 +552,6 @@ def run_siemens_spec(folder: Path, args: argparse.Namespace):
     return pinn, final, wall, timing
 
 
-def stitch_canvas(x_px: np.ndarray, y_px: np.ndarray, n: int) -> tuple[int, int]:
-    """The stitcher's frame when the data sets none: reaching every patch's far edge
-    (``runner.infer.stitch.stitch``)."""
-    return int(np.ceil(np.max(y_px) + n / 2)) + 1, int(np.ceil(np.max(x_px) + n / 2)) + 1
-
-
 def siemens_table(row: dict) -> str:
     lines = [
         f"Siemens star ({row['patterns']} measured patterns): scored against pty-chi LSQML "
@@ -551,13 +578,21 @@ def walls(row: dict) -> dict[str, str]:
     timing = row["pinn_timing"]
     total = float(timing["wall_time_s"])
     refine = timing.get("refine_time_s")
+    calibrated = row.get("calibrated_timing")
     return {
         "PINN": f"{total if refine is None else total - refine:.0f}",
         "PINN + refine": f"{total:.0f} (refine {refine:.1f})"
         if refine is not None
         else "(same run)",
         "pty-chi": ptychi,
-    }
+    } | (
+        {}
+        if calibrated is None
+        else {
+            CALIBRATED: f"{float(calibrated['wall_time_s']):.0f} "
+            f"(calibration {float(calibrated['calibrate_time_s']):.1f})"
+        }
+    )
 
 
 def table(rows: Sequence[dict]) -> str:

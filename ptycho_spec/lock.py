@@ -54,7 +54,7 @@ from ptycho_spec.toml_lines import decode_error, parse_toml
 from ptycho_spec.tree import KeyPath, dotted, schema_leaves, value_at
 
 FORMAT_VERSION: Final = 1
-FORMAT_REVISION: Final = 4
+FORMAT_REVISION: Final = 5
 # The keys each revision of format 1 added, with the values that reproduce how a lock written
 # before them ran: revision 0 had no refinement and averaged patches without aligning them;
 # before revision 2 every path was absolute (no project folder is needed to find the files) and
@@ -78,6 +78,8 @@ ADDED_IN_REVISION: Final = MappingProxyType(
         3: MappingProxyType({("canonical", "training", "warmup_steps"): 0}),
         # Revision 3 fed the generator the patterns as they are.
         4: MappingProxyType({("canonical", "model", "center_input"): False}),
+        # Revision 4 trained with the data's probe.
+        5: MappingProxyType({("canonical", "training", "calibrate_probe"): 0}),
     }
 )
 DIGESTED_TABLES: Final = ("canonical", "environment", "execution", "inputs", "provenance")

@@ -146,8 +146,8 @@ def _probe_trainable(spec: Spec, ctx: Context) -> Iterator[Finding]:
     else:
         return
     msg = (
-        "without the overlap constraint nothing ties the probe to the object; "
-        "refine it against the data with refine.probe = true"
+        "without the overlap constraint nothing ties the probe to the object; calibrate it "
+        "before training (training.calibrate_probe) or refine it after (refine.probe = true)"
     )
     yield finding(spec, ctx, "model.probe_trainable", msg, cause, warning=True)
 

@@ -410,6 +410,14 @@ class Training:
         "counts data; an `nphotons` array in an amplitude NPZ; else 1e9",
         checks=(gt(0),),
     )
+    calibrate_probe: int = setting(
+        0,
+        doc="Before training, refine object and probe from a flat object against every "
+        "training pattern for this many passes (the refinement engine of [refine]), and train "
+        "with the probe found: at gridsize 1 training cannot correct a wrong probe; 0 = off.",
+        unit="passes",
+        checks=(ge(0),),
+    )
     optimizer: Optimizer = setting("adam", doc="Optimizer.")
     learning_rate: float = setting(1e-3, doc="Learning rate.", checks=(gt(0),))
     weight_decay: float = setting(0.0, doc="Weight decay.", checks=(ge(0),))

@@ -60,8 +60,8 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 def absolute_revision_1(lock_path: Path, out: Path) -> Path:
     """The lock at ``lock_path`` as format revision 1 wrote it: every path absolute, no
-    ``project_dir``, ``cpu_threads``, ``warmup_steps`` or ``center_input``, digests over that
-    text."""
+    ``project_dir``, ``cpu_threads``, ``warmup_steps``, ``center_input`` or
+    ``calibrate_probe``, digests over that text."""
     data = parse_toml(lock_path.read_text())
     project = Path(data["lock"].pop("project_dir"))
     data["execution"].pop("cpu_threads")
@@ -70,6 +70,8 @@ def absolute_revision_1(lock_path: Path, out: Path) -> Path:
     data["provenance"].pop("training.warmup_steps")
     data["canonical"]["model"].pop("center_input")
     data["provenance"].pop("model.center_input")
+    data["canonical"]["training"].pop("calibrate_probe")
+    data["provenance"].pop("training.calibrate_probe")
     data["lock"]["format_revision"] = 1
     for item in data["inputs"]["data"] + data["inputs"]["specs"]:
         item["path"] = str(project / item["path"])

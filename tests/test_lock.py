@@ -198,14 +198,15 @@ class TestFormatRevisions:
 
     def test_revision_1_leaves_threads_to_torch(self) -> None:
         """A lock written before revision 2 reads with no pinned thread count, no
-        learning-rate warm-up and uncentred generator inputs (what it ran with), keeps its
-        refinement, and writes back as it was."""
+        learning-rate warm-up, uncentred generator inputs and the data's probe (what it ran
+        with), keeps its refinement, and writes back as it was."""
         text = REVISION_1.read_text(encoding="utf-8")
         lock = loads_lock(text)
         assert lock.header.format_revision == 1
         assert lock.resolved.execution.cpu_threads is None
         assert lock.resolved.canonical.training.warmup_steps == 0
         assert lock.resolved.canonical.model.center_input is False
+        assert lock.resolved.canonical.training.calibrate_probe == 0
         assert lock.resolved.canonical.refine.iterations == 5
         assert dumps_lock(lock) == text and "cpu_threads" not in text
 

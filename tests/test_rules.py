@@ -75,7 +75,7 @@ class TestObjectBig:
 class TestProbeTrainable:
     def test_warns_without_overlap(self) -> None:
         """A trainable probe at gridsize 1, or without the shared canvas, warns and names the
-        stage that does refine the probe."""
+        stages that do find the probe."""
         for model in (
             {"probe_trainable": True},
             {"probe_trainable": True, "gridsize": 2, "object_big": False},
@@ -85,7 +85,7 @@ class TestProbeTrainable:
             assert (
                 text.startswith("s.toml:") and "model.probe_trainable: without the overlap" in text
             )
-            assert "refine.probe = true" in text
+            assert "training.calibrate_probe" in text and "refine.probe = true" in text
 
     def test_quiet_with_overlap(self) -> None:
         """At gridsize 2 with the shared canvas the overlap ties the probe to the object."""

@@ -16,6 +16,12 @@ def _corner_taps(start: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(base.astype(np.int64), 1 - frac), (base.astype(np.int64) + 1, frac)]
 
 
+def covering_canvas(x_px: np.ndarray, y_px: np.ndarray, n: int) -> tuple[int, int]:
+    """The object frame ``(H, W)`` from pixel (0, 0) to the far edge of every ``n``-pixel patch
+    at positions ``x_px, y_px``: the canvas when the data sets none."""
+    return int(np.ceil(np.max(y_px) + n / 2)) + 1, int(np.ceil(np.max(x_px) + n / 2)) + 1
+
+
 def stitch(
     patches: np.ndarray,
     x_px: np.ndarray,
@@ -50,12 +56,7 @@ def stitch(
             raise ValueError(msg)
     x0 = np.asarray(x_px, np.float64) - n / 2 + trim
     y0 = np.asarray(y_px, np.float64) - n / 2 + trim
-    if canvas_shape is None:
-        canvas_shape = (
-            int(np.ceil(np.max(y_px) + n / 2)) + 1,
-            int(np.ceil(np.max(x_px) + n / 2)) + 1,
-        )
-    h, w = canvas_shape
+    h, w = canvas_shape or covering_canvas(x_px, y_px, n)
     core = patches[:, trim : n - trim, trim : n - trim]
     sums = np.zeros((3, h * w))
     for start in range(0, len(core), CHUNK):

@@ -243,10 +243,12 @@ def refine(
     update_positions: bool,
     seed: int,
     progress: bool = False,
+    label: str = "refine",
 ) -> Refined:
     """Refine ``obj (H, W)`` complex (and ``probe (N, N)`` complex, positions ``(M,)`` px) against
     ``data``. All tensors on one device; the object's dtype sets the precision. Minibatch order
-    comes from a CPU ``torch.Generator(seed)``, so a run is reproducible wherever it runs."""
+    comes from a CPU ``torch.Generator(seed)``, so a run is reproducible wherever it runs.
+    ``label`` names the progress bar."""
     from tqdm.auto import tqdm
 
     n = probe.shape[-1]
@@ -263,7 +265,7 @@ def refine(
         canvas, probe = move_phase_ramp(canvas, probe, _illumination(probe, x, y, problem, chunk))
     generator = torch.Generator().manual_seed(seed)
     history: list[float] = []
-    bar = tqdm(range(iterations), desc="refine", unit="it", disable=not progress, leave=False)
+    bar = tqdm(range(iterations), desc=label, unit="it", disable=not progress, leave=False)
     for it in bar:
         step = step_scale(it, iterations)
         nll_sum = 0.0

@@ -32,7 +32,7 @@ from runner.infer.reconstruct import Reconstruction, flat_heads, reconstruct, sc
 from runner.interop.ptychodus_product import PRODUCT_OUTPUT, loss_values, write_product
 from runner.models.pinn import PtychoPINN
 from runner.physics.scaling import ScalingConstants
-from runner.refine.stage import refine_reconstruction
+from runner.refine.stage import calibrate_probe, refine_reconstruction
 from runner.run import outputs
 from runner.run.prepare import Scans, load_scans
 from runner.train import effective
@@ -165,10 +165,16 @@ def _train_and_reconstruct(
     c, e = lock.resolved.canonical, lock.resolved.execution
     started = time.perf_counter()
     report: dict = {"task": c.run.task, "run_digest": lock.header.run_digest}
+    timings: dict[str, float] = {}
     net: PtychoPINN
     if c.run.task == "infer":
         net = net_from_bundle(c, bundle, probe=scans.test.probe)
+        if c.training.calibrate_probe > 0:  # the bundle holds the probe it was trained with
+            probe = net.probe.detach().to("cpu", torch.complex64).numpy()
+            scans = attrs.evolve(scans, test=attrs.evolve(scans.test, probe=probe))
     else:
+        if c.training.calibrate_probe > 0:
+            scans = _calibrated(scans, c=c, e=e, report=report, timings=timings)
         ts = training_set(c, scans.train)
         module, history, trained = train(
             lock, ts, found=found, out_dir=out_dir, ckpt_path=ckpt_path, callbacks=callbacks
@@ -192,13 +198,35 @@ def _train_and_reconstruct(
         if (warning := flat_head_warning(heads, centered=c.model.center_input)) is not None:
             report["warnings"] = [warning]
             print(f"warning: {warning}", file=sys.stderr)
-    timings: dict[str, float] = {}
     if c.run.task != "train":
         report |= _reconstruct(
             c, e, scans, net, out_dir=out_dir, timings=timings, history=report.get("history", [])
         )
     outputs.save_json(out_dir / "metrics.json", report)
     _write_timing(out_dir, {"wall_time_s": time.perf_counter() - started, **timings})
+
+
+def _calibrated(
+    scans: Scans, *, c: Canonical, e: Execution, report: dict, timings: dict[str, float]
+) -> Scans:
+    """``scans`` with the probe ``calibrate_probe`` finds on the training scan, which the
+    network trains with and the refinement starts from; its record goes to ``report``, its wall
+    time to ``timings``."""
+    started = time.perf_counter()
+    found = calibrate_probe(
+        scans.train,
+        c=c,
+        device=device_for(e),
+        precision=e.precision,
+        progress=e.enable_progress_bar,
+    )
+    timings["calibrate_time_s"] = time.perf_counter() - started
+    report["calibrate_probe"] = found.record
+    return attrs.evolve(
+        scans,
+        train=attrs.evolve(scans.train, probe=found.probe),
+        test=None if scans.test is None else attrs.evolve(scans.test, probe=found.probe),
+    )
 
 
 def _reconstruct(
