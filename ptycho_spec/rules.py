@@ -434,12 +434,14 @@ def _refine_task(spec: Spec, ctx: Context) -> Iterator[Finding]:
 
 
 def _refine_options(spec: Spec, ctx: Context) -> Iterator[Finding]:
-    """Refinement options other than their defaults only act when refinement runs."""
+    """Refinement options other than their defaults only act when refinement runs; the batch
+    size also acts in the probe calibration before training."""
     if spec.refine.iterations > 0:
         return
     defaults = Spec().refine
+    acting = {"iterations"} | ({"batch_size"} if spec.training.calibrate_probe > 0 else set())
     for field in attrs.fields(type(defaults)):
-        if field.name != "iterations" and getattr(spec.refine, field.name) != getattr(
+        if field.name not in acting and getattr(spec.refine, field.name) != getattr(
             defaults, field.name
         ):
             msg = "has no effect without refinement; remove it or set refine.iterations ≥ 1"

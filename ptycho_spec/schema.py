@@ -553,7 +553,10 @@ class Refine:
     probe: bool = setting(False, doc="Refine the probe too, starting from the data's probe.")
     positions: bool = setting(False, doc="Refine the scan positions too.")
     batch_size: int = setting(
-        32, doc="Patterns per refinement update.", unit="patterns", checks=(ge(1),)
+        32,
+        doc="Patterns per refinement update (also in training.calibrate_probe).",
+        unit="patterns",
+        checks=(ge(1),),
     )
 
 

@@ -382,6 +382,13 @@ class TestRefineOptions:
         """Options left at their defaults need no refinement."""
         assert errors({"refine": {"probe": False, "batch_size": 32}}) == []
 
+    def test_batch_size_acts_in_calibration(self) -> None:
+        """The probe calibration before training takes refine.batch_size, refinement or not."""
+        extra = {"training": {"calibrate_probe": 20}, "refine": {"batch_size": 8}}
+        assert errors(extra) == []
+        [probe] = errors(extra | {"refine": {"batch_size": 8, "probe": True}})
+        assert "refine.probe: has no effect" in probe
+
 
 class TestWhere:
     def test_locations(self) -> None:
